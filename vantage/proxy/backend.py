@@ -1,0 +1,46 @@
+"""Runtime state of pool servers: what the balancer and the health machinery share."""
+from __future__ import annotations
+
+from vantage.proxy.stats import TrafficStats
+
+
+class Server:
+    """One pool member as the data plane sees it.
+
+    `enabled` is administrative (configuration); `up` is the health verdict, written only by the
+    health state machine (vantage.proxy.health). A server gets new flows only when `available`.
+    """
+
+    __slots__ = ("pool_name", "ip", "port", "addr", "key", "ratio", "enabled", "up",
+                 "down_reason", "active_conns", "ewma_response_time", "stats", "health",
+                 "draining")
+
+    def __init__(self, pool_name: str, ip: str, port: int, ratio: int = 1, enabled: bool = True):
+        self.pool_name = pool_name
+        self.ip = ip
+        self.port = port
+        self.addr = (ip, port)
+        self.key = f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
+        self.ratio = ratio
+        self.enabled = enabled
+        self.up = True
+        self.down_reason: str | None = None
+        self.active_conns = 0
+        #: exponentially weighted moving average of the response time, seconds; 0.0 = no sample
+        self.ewma_response_time = 0.0
+        self.stats = TrafficStats()
+        self.health = None  # vantage.proxy.health.ServerHealth, attached by the pool
+        self.draining = False
+
+    @property
+    def available(self) -> bool:
+        return self.enabled and self.up and not self.draining
+
+    def record_response_time(self, seconds: float) -> None:
+        if self.ewma_response_time == 0.0:
+            self.ewma_response_time = seconds
+        else:
+            self.ewma_response_time += 0.2 * (seconds - self.ewma_response_time)
+
+    def __repr__(self) -> str:
+        return f"<Server {self.pool_name}/{self.key} {'up' if self.up else 'down'}>"
