@@ -13,9 +13,10 @@ class Server:
 
     __slots__ = ("pool_name", "ip", "port", "addr", "key", "ratio", "enabled", "up",
                  "down_reason", "active_conns", "ewma_response_time", "stats", "health",
-                 "draining")
+                 "draining", "hostname")
 
-    def __init__(self, pool_name: str, ip: str, port: int, ratio: int = 1, enabled: bool = True):
+    def __init__(self, pool_name: str, ip: str, port: int, ratio: int = 1, enabled: bool = True,
+                 hostname: str | None = None):
         self.pool_name = pool_name
         self.ip = ip
         self.port = port
@@ -31,6 +32,8 @@ class Server:
         self.stats = TrafficStats()
         self.health = None  # vantage.proxy.health.ServerHealth, attached by the pool
         self.draining = False
+        #: the configured name of the server (Host header and TLS SNI of health checks), or None
+        self.hostname = hostname
 
     @property
     def available(self) -> bool:
