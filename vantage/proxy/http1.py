@@ -1,0 +1,493 @@
+"""Sans-IO HTTP/1.1 core of the L7 proxy: framing, validation and header rewriting.
+
+Bytes go in (`RequestReader.feed`, `ResponseReader.feed`), calls on a handler come out; nothing
+here touches a socket or the event loop. Parsing is llhttp (through httptools) in strict mode,
+which already rejects most smuggling vectors; the rules llhttp leaves to the application are
+enforced here, each citing its RFC 9112 / RFC 9110 section.
+"""
+from __future__ import annotations
+
+import urllib.parse
+from typing import Protocol
+
+import httptools
+
+from vantage.proxy.service import HttpSettings
+
+# RFC 9110 §7.6.1: hop-by-hop fields a proxy must not forward. Transfer-Encoding is re-framed
+# per connection (RFC 9112 §6.1); Content-Length is re-derived when we re-frame.
+HOP_BY_HOP = frozenset((b"connection", b"proxy-connection", b"keep-alive", b"te",
+                        b"transfer-encoding", b"upgrade", b"trailer"))
+
+METHODS_WITHOUT_BODY = frozenset((b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"))
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+
+REASONS = {
+    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 204: b"No Content",
+    301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified",
+    400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
+    408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed", 414: b"URI Too Long",
+    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
+    503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}
+
+
+class RequestHead:
+    """A parsed, validated request header section."""
+
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "content_length",
+                 "chunked", "upgrade", "expect_continue", "host", "user_agent", "hash_value",
+                 "size")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        #: declared body length; None when chunked or no body
+        self.content_length: int | None = None
+        self.chunked = False
+        self.upgrade: bytes | None = None
+        self.expect_continue = False
+        self.host: bytes | None = None
+        self.user_agent: bytes | None = None
+        #: value of the pool's consistent-hash header, if the pool hashes on one
+        self.hash_value: bytes | None = None
+        self.size = 0
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+class ResponseHead:
+    __slots__ = ("status", "reason", "version", "headers", "keep_alive", "content_length",
+                 "chunked")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.content_length: int | None = None
+        self.chunked = False
+
+
+class RequestHandler(Protocol):
+    def on_request(self, head: RequestHead) -> None: ...
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_complete(self, trailers: list[tuple[bytes, bytes]] | None) -> None: ...
+    def on_request_error(self, status: int, reason: str) -> None: ...
+    def on_upgrade_data(self, data: bytes) -> None: ...
+
+
+class ResponseHandler(Protocol):
+    def on_response(self, head: ResponseHead) -> None: ...
+    def on_informational(self, head: ResponseHead) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_complete(self, trailers: list[tuple[bytes, bytes]] | None) -> None: ...
+    def on_response_error(self, reason: str) -> None: ...
+    def on_upgrade_data(self, data: bytes) -> None: ...
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RequestReader:
+    """Client-side parser: enforces limits and framing rules, then hands on clean requests."""
+
+    __slots__ = ("_handler", "_parser", "_settings", "_head", "_url", "_in_head", "_head_bytes",
+                 "_header_bytes", "_trailers", "_failed", "_hash_header")
+
+    def __init__(self, handler: RequestHandler, settings: HttpSettings,
+                 hash_header: bytes | None = None) -> None:
+        self._handler = handler
+        self._settings = settings
+        self._parser = httptools.HttpRequestParser(self)
+        self._head: RequestHead | None = None
+        self._url = b""
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self._failed = False
+        self._hash_header = hash_header
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request's header section has started but not ended (408 applies)."""
+        return self._in_head
+
+    def feed(self, data: bytes) -> None:
+        if self._failed:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if not self._failed:
+                self._handler.on_upgrade_data(data[exc.args[0]:])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, _Reject):
+                raise
+            self._fail(cause.status, cause.reason)
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"malformed request: {exc}")
+            return
+        if self._in_head:
+            # llhttp keeps partial header lines for us: bound them (RFC 9112 §2.3). An overlong
+            # request target was already refused by on_url with 414.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._settings.max_header_section + self._settings.max_header_line:
+                self._fail(431, "request header section too large")
+
+    def _fail(self, status: int, reason: str) -> None:
+        if not self._failed:
+            self._failed = True
+            self._in_head = False
+            self._handler.on_request_error(status, reason)
+
+    # llhttp callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = RequestHead()
+        self._url = b""
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._trailers = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._settings.max_header_line:
+            raise _Reject(414, f"request target longer than {self._settings.max_header_line} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if not self._in_head:
+            # a header after the body is a trailer field (RFC 9112 §7.1.2)
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name, value))
+            return
+        size = len(name) + len(value) + 4
+        if size > self._settings.max_header_line:
+            raise _Reject(431, f"header {name.decode('latin-1')!r} longer than "
+                               f"{self._settings.max_header_line} bytes")
+        self._header_bytes += size
+        if self._header_bytes > self._settings.max_header_section:
+            raise _Reject(431, "request header section too large")
+        headers = head.headers
+        headers.append((name, value))
+        if len(headers) > self._settings.max_header_count:
+            raise _Reject(431, f"more than {self._settings.max_header_count} header fields")
+        lname = name.lower()
+        if lname == b"host":
+            if head.host is not None:
+                # RFC 9112 §3.2: more than one Host field is a 400
+                raise _Reject(400, "more than one Host header")
+            head.host = value
+        elif lname == b"content-length":
+            head.content_length = int(value)  # llhttp validated digits and uniqueness
+        elif lname == b"transfer-encoding":
+            head.chunked = True  # llhttp accepts only codings ending in chunked (§6.1)
+        elif lname == b"expect":
+            if value.lower() == b"100-continue":
+                head.expect_continue = True
+            else:
+                raise _Reject(417, "unsupported Expect value")
+        elif lname == b"user-agent":
+            head.user_agent = value
+        if self._hash_header is not None and lname == self._hash_header:
+            head.hash_value = value
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        parser = self._parser
+        self._in_head = False
+        self._head_bytes = 0
+        head.size = len(self._url) + self._header_bytes
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Reject(505, f"HTTP/{version} is not supported")
+        head.version = version
+        head.method = parser.get_method()
+        if head.method == b"CONNECT":
+            raise _Reject(405, "CONNECT is not served by a reverse proxy")
+        head.target = self._url
+        if version == "1.1" and head.host is None:
+            # RFC 9112 §3.2: a client MUST send Host in HTTP/1.1
+            raise _Reject(400, "missing Host header")
+        if head.chunked and version == "1.0":
+            # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing
+            raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if head.chunked:
+            head.content_length = None
+        max_body = self._settings.max_body_size
+        if max_body and head.content_length and head.content_length > max_body:
+            raise _Reject(413, f"request body of {head.content_length} bytes exceeds {max_body}")
+        target = head.target
+        if target[:1] != b"/" and target != b"*":
+            # absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host
+            parts = urllib.parse.urlsplit(target)
+            if parts.scheme not in (b"http", b"https") or not parts.netloc:
+                raise _Reject(400, "invalid request target")
+            head.host = parts.netloc
+            head.target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+            head.headers = [(n, v) for n, v in head.headers if n.lower() != b"host"]
+            head.headers.append((b"Host", parts.netloc))
+        head.keep_alive = parser.should_keep_alive()
+        if parser.should_upgrade():
+            for name, value in head.headers:
+                if name.lower() == b"upgrade":
+                    head.upgrade = value
+                    break
+            if head.upgrade is None:
+                raise _Reject(400, "Connection: upgrade without an Upgrade header")
+        self._handler.on_request(head)
+
+    def on_body(self, data: bytes) -> None:
+        self._handler.on_request_body(data)
+
+    def on_message_complete(self) -> None:
+        self._handler.on_request_complete(self._trailers)
+        self._head = None
+        self._trailers = None
+
+
+class ResponseReader:
+    """Server-side parser. `expect_no_body()` before a response to HEAD (llhttp cannot be told)."""
+
+    __slots__ = ("_handler", "_parser", "_head", "_in_head", "_trailers", "_head_only",
+                 "_reason", "_header_bytes", "_max_head", "done")
+
+    def __init__(self, handler: ResponseHandler, max_head: int = 64 * 1024) -> None:
+        self._handler = handler
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: ResponseHead | None = None
+        self._in_head = False
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self._head_only = False
+        self._reason = b""
+        self._header_bytes = 0
+        self._max_head = max_head
+        self.done = False
+
+    def expect_no_body(self) -> None:
+        """The next response answers a HEAD request: it ends with its header section
+        (RFC 9112 §6.3 rule 1)."""
+        self._head_only = True
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._handler.on_upgrade_data(data[exc.args[0]:])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._handler.on_response_error(cause.reason)
+            elif isinstance(cause, _HeadDone):
+                # a response to HEAD: llhttp would wait for Content-Length bytes; start afresh
+                self._parser = httptools.HttpResponseParser(self)
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self._handler.on_response_error(f"invalid response: {exc}")
+
+    def on_message_begin(self) -> None:
+        self._head = ResponseHead()
+        self._in_head = True
+        self._trailers = None
+        self._reason = b""
+        self._header_bytes = 0
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name, value))
+            return
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._max_head:
+            raise _Reject(502, "response header section too large")
+        head = self._head
+        head.headers.append((name, value))
+        lname = name.lower()
+        if lname == b"content-length":
+            head.content_length = int(value)
+        elif lname == b"transfer-encoding":
+            head.chunked = value.lower().rstrip().endswith(b"chunked")
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        parser = self._parser
+        self._in_head = False
+        head.status = parser.get_status_code()
+        head.reason = self._reason
+        head.version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()
+        if head.chunked:
+            head.content_length = None
+        if 100 <= head.status < 200 and head.status != 101:
+            self._handler.on_informational(head)
+            return
+        self._handler.on_response(head)
+        if self._head_only:
+            self._head_only = False
+            self._handler.on_response_complete(None)
+            raise _HeadDone()
+
+    def on_body(self, data: bytes) -> None:
+        self._handler.on_response_body(data)
+
+    def on_message_complete(self) -> None:
+        head = self._head
+        if head is not None and 100 <= head.status < 200 and head.status != 101:
+            return
+        self._handler.on_response_complete(self._trailers)
+
+
+class _HeadDone(Exception):
+    pass
+
+
+# Header rewriting ----------------------------------------------------------------------------
+
+def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Field names listed in Connection (RFC 9110 §7.6.1): also hop-by-hop."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    tokens.discard(b"close")
+    tokens.discard(b"keep-alive")
+    return frozenset(tokens)
+
+
+def build_request_head(head: RequestHead, *, client_ip: str, scheme: bytes, vip_port: int,
+                       settings: HttpSettings, default_host: bytes) -> bytes:
+    """The request header section sent to a server: HTTP/1.1, hop-by-hop fields removed,
+    X-Forwarded-* added per the application profile, framing re-declared."""
+    lines = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+    xff_name = settings.xff_header
+    xff_lower = xff_name.lower()
+    extra = connection_tokens(head.headers) if head.upgrade is None else ()
+    xff_prior = None
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in extra:
+            continue
+        if settings.xff_enabled and lname == xff_lower:
+            xff_prior = value if xff_prior is None else xff_prior + b", " + value
+            continue
+        if (settings.x_forwarded_proto and lname == b"x-forwarded-proto") or \
+                (settings.x_forwarded_port and lname == b"x-forwarded-port"):
+            continue  # the client does not get to say how it reached us
+        lines += (name, b": ", value, b"\r\n")
+    if head.host is None:
+        lines += (b"Host: ", default_host, b"\r\n")
+    if settings.xff_enabled:
+        ip = client_ip.encode()
+        lines += (xff_name, b": ", (xff_prior + b", " + ip) if xff_prior else ip, b"\r\n")
+    if settings.x_forwarded_proto:
+        lines += (b"X-Forwarded-Proto: ", scheme, b"\r\n")
+    if settings.x_forwarded_port:
+        lines += (b"X-Forwarded-Port: ", str(vip_port).encode(), b"\r\n")
+    if head.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    if head.upgrade is not None:
+        lines += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+#: how the proxy frames a response body towards the client
+FRAME_NONE = 0       # no body (HEAD, 1xx, 204, 304)
+FRAME_LENGTH = 1     # Content-Length, passed through
+FRAME_CHUNKED = 2    # chunked (re-chunked from the server's chunks or close-delimited body)
+FRAME_CLOSE = 3      # close-delimited (HTTP/1.0 client, unknown length)
+
+
+def response_framing(head: ResponseHead, request_method: bytes, client_version: str) -> int:
+    """RFC 9112 §6.3: which framing the response to the client uses."""
+    status = head.status
+    if request_method == b"HEAD" or status < 200 or status in (204, 304):
+        return FRAME_NONE
+    if head.content_length is not None and not head.chunked:
+        return FRAME_LENGTH
+    return FRAME_CHUNKED if client_version == "1.1" else FRAME_CLOSE
+
+
+def build_response_head(head: ResponseHead, framing: int, keep_alive: bool,
+                        client_version: str) -> bytes:
+    lines = [b"HTTP/1.1 ", str(head.status).encode(), b" ",
+             head.reason or REASONS.get(head.status, b"Unknown"), b"\r\n"]
+    extra = connection_tokens(head.headers)
+    upgrade = head.status == 101
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if upgrade and lname == b"upgrade":
+                lines += (name, b": ", value, b"\r\n")
+            continue
+        if lname in extra or (lname == b"content-length" and framing != FRAME_LENGTH
+                              and framing != FRAME_NONE):
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    if upgrade:
+        lines.append(b"Connection: upgrade\r\n")
+    elif framing == FRAME_CHUNKED:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    if not upgrade:
+        if not keep_alive:
+            lines.append(b"Connection: close\r\n")
+        elif client_version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def build_informational_head(head: ResponseHead) -> bytes:
+    lines = [b"HTTP/1.1 ", str(head.status).encode(), b" ",
+             head.reason or REASONS.get(head.status, b"Unknown"), b"\r\n"]
+    for name, value in head.headers:
+        if name.lower() not in HOP_BY_HOP:
+            lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def error_response(status: int, detail: str | None = None, *, close: bool = True) -> bytes:
+    """A short response generated by the proxy itself."""
+    reason = REASONS.get(status, b"Error")
+    body = reason + b"\n"
+    return b"".join((
+        b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n",
+        b"Content-Type: text/plain\r\nContent-Length: ", str(len(body)).encode(), b"\r\n",
+        b"Connection: close\r\n" if close else b"", b"\r\n", body))
+
+
+def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """One chunk (RFC 9112 §7.1), as pieces for writelines()."""
+    return (b"%x\r\n" % len(data), data, b"\r\n")
+
+
+def last_chunk(trailers: list[tuple[bytes, bytes]] | None) -> bytes:
+    if not trailers:
+        return b"0\r\n\r\n"
+    fields = b"".join(n + b": " + v + b"\r\n" for n, v in trailers
+                      if n.lower() not in HOP_BY_HOP and n.lower() != b"content-length")
+    return b"0\r\n" + fields + b"\r\n"

@@ -1,0 +1,898 @@
+"""The HTTP/1.1 reverse proxy: moves bytes between client and server connections.
+
+Framing and header decisions are made by the sans-IO core (vantage.proxy.http1); this module
+only owns transports, flow control, timeouts, server connection reuse and accounting. One
+`ClientConnection` per client; one `ServerConnection` per server connection, bound to one
+request at a time and returned to an idle pool between requests (connection multiplexing).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+
+from vantage.proxy import http1
+from vantage.proxy.backend import Server
+from vantage.proxy.service import HttpSettings, VirtualServiceRuntime
+from vantage.proxy.sockopts import tcp_rtt
+from vantage.proxy.telemetry import iso_time
+from vantage.proxy.timers import DeadlineSweeper
+
+LOG = logging.getLogger("vantage.proxy.l7")
+
+# what a client connection's deadline currently means
+DL_NONE, DL_HEADER, DL_BODY, DL_IDLE, DL_TUNNEL = range(5)
+
+
+class UpstreamPool:
+    """Idle server connections, per (server address, source address), most recent first."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple, list[ServerConnection]] = {}
+
+    def acquire(self, key: tuple) -> "ServerConnection | None":
+        conns = self._idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    def release(self, conn: "ServerConnection", now: float, limit: int) -> None:
+        conns = self._idle.setdefault(conn.pool_key, [])
+        if len(conns) >= limit:
+            conn.close()
+            return
+        conn.idle_since = now
+        conns.append(conn)
+
+    def discard(self, conn: "ServerConnection") -> None:
+        conns = self._idle.get(conn.pool_key)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def expire(self, now: float) -> None:
+        for conns in self._idle.values():
+            if conns and conns[0].idle_since + conns[0].idle_timeout <= now:
+                keep = []
+                for conn in conns:
+                    if conn.idle_since + conn.idle_timeout <= now:
+                        conn.close()
+                    elif not conn.closed:
+                        keep.append(conn)
+                conns[:] = keep
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._idle.values())
+
+
+class Exchange:
+    """One request and its response."""
+
+    __slots__ = ("head", "start", "wall", "server", "upstream", "tried", "body_buffer",
+                 "request_done", "trailers", "response_head", "framing", "response_started",
+                 "response_done", "status", "bytes_in", "bytes_out", "connect_time", "buffered",
+                 "sent_at", "response_time", "reason", "reused", "keep_alive", "retried_stale")
+
+    def __init__(self, head: http1.RequestHead, now: float) -> None:
+        self.head = head
+        self.start = now
+        self.wall = time.time()
+        self.server: Server | None = None
+        self.upstream: ServerConnection | None = None
+        self.tried: list[Server] = []
+        #: request body received before a server connection was ready
+        self.body_buffer: list[bytes] | None = None
+        self.buffered = 0
+        self.request_done = False
+        self.trailers = None
+        self.response_head: http1.ResponseHead | None = None
+        self.framing = http1.FRAME_NONE
+        self.response_started = False
+        self.response_done = False
+        self.status = 0
+        self.bytes_in = head.size
+        self.bytes_out = 0
+        self.connect_time = 0.0
+        self.sent_at = 0.0
+        self.response_time = 0.0
+        self.reason: str | None = None
+        self.reused = False
+        self.keep_alive = head.keep_alive
+        self.retried_stale = False
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = ("loop", "vs", "settings", "pool", "upstreams", "sweeper", "transport",
+                 "reader", "client_ip", "client_port", "vip_port", "vip", "scheme",
+                 "exchange", "pending", "deadline", "deadline_kind", "client_deadline",
+                 "server_deadline",
+                 "requests", "paused", "closing", "rtt", "tunnel", "early_data",
+                 "default_host", "write_paused", "group")
+
+    def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
+                 sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
+                 group: set | None = None) -> None:
+        self.loop = loop
+        #: the listener's set of open connections (for draining), if it keeps one
+        self.group = group
+        self.vs = vs
+        self.settings: HttpSettings = vs.http
+        self.pool = vs.pool
+        self.upstreams = upstreams
+        self.sweeper = sweeper
+        self.transport: asyncio.Transport | None = None
+        self.reader = http1.RequestReader(self, self.settings,
+                                          vs.pool.hash_header if vs.pool is not None else None)
+        self.exchange: Exchange | None = None
+        self.pending: list[list] = []
+        self.deadline = 0.0  # the earlier of the two below; what the sweeper looks at
+        self.deadline_kind = DL_NONE
+        self.client_deadline = 0.0
+        self.server_deadline = 0.0
+        self.requests = 0
+        self.paused = 0  # bitmask of reasons the client's reading is paused
+        self.closing = False
+        self.rtt: float | None = None
+        self.tunnel: ServerConnection | None = None
+        self.early_data: list[bytes] | None = None
+        self.write_paused = False
+
+    # transport callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        self.client_ip, self.client_port = peer[0], peer[1]
+        self.vip, self.vip_port = sockname[0], sockname[1]
+        self.default_host = (f"{self.vip}:{self.vip_port}" if ":" not in self.vip
+                             else f"[{self.vip}]:{self.vip_port}").encode()
+        self.scheme = b"http"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        stats = self.vs.stats
+        stats.open_conns += 1
+        stats.total_conns += 1
+        self.client_deadline = self.loop.time() + self.settings.header_timeout
+        self._arm()
+        self.deadline_kind = DL_HEADER
+        self.sweeper.add(self)
+        if self.group is not None:
+            self.group.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            self.client_deadline = self.loop.time() + self.vs.tcp.idle_timeout
+            self._arm()
+            return
+        if self.early_data is not None:
+            self.early_data.append(data)  # after an upgrade request, before the 101
+            return
+        self.reader.feed(data)
+        if self.reader.in_head and self.deadline_kind != DL_HEADER:
+            self.client_deadline = self.loop.time() + self.settings.header_timeout
+            self._arm()
+            self.deadline_kind = DL_HEADER
+
+    def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            tunnel = self.tunnel
+            if tunnel.transport is not None and tunnel.transport.can_write_eof():
+                tunnel.transport.write_eof()
+            return True  # half-close: keep relaying the server's side
+        ex = self.exchange
+        if ex is not None and not ex.request_done:
+            ex.reason = "client closed before sending the whole request"
+        if ex is None or ex.response_done:
+            return False
+        # the request may be complete; let the response finish, then close
+        ex.keep_alive = False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sweeper.discard(self)
+        if self.group is not None:
+            self.group.discard(self)
+        self.vs.stats.open_conns -= 1
+        self.closing = True
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        ex = self.exchange
+        if ex is not None and not ex.response_done:
+            ex.reason = ex.reason or ("client reset the connection" if exc else
+                                      "client closed the connection")
+            if ex.upstream is not None:
+                ex.upstream.abort()
+            self._finish(ex, aborted=True)
+        self.pending.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        upstream = self.tunnel or (self.exchange.upstream if self.exchange else None)
+        if upstream is not None:
+            upstream.pause(1)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        upstream = self.tunnel or (self.exchange.upstream if self.exchange else None)
+        if upstream is not None:
+            upstream.resume(1)
+
+    # deadlines -----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        client, server = self.client_deadline, self.server_deadline
+        self.deadline = min(client, server) if client and server else client or server
+
+    def on_deadline(self, now: float) -> None:
+        if self.server_deadline and self.server_deadline <= now:
+            self.server_deadline = 0.0
+            self._arm()
+            ex = self.exchange
+            if ex is not None and ex.upstream is not None:
+                ex.upstream.server_timeout(now)
+                return
+        if not self.client_deadline or self.client_deadline > now:
+            self._arm()
+            return
+        kind = self.deadline_kind
+        self.client_deadline = 0.0
+        self._arm()
+        if kind == DL_HEADER and self.exchange is None:
+            if self.reader.in_head or self.requests == 0:
+                self._reject(408, "client did not send a complete request header in time")
+            else:
+                self.transport.close()
+        elif kind == DL_IDLE:
+            self.transport.close()
+        elif kind == DL_BODY:
+            ex = self.exchange
+            if ex is not None:
+                ex.reason = "client body timeout"
+                if not ex.response_started:
+                    self._respond_error(ex, 408, ex.reason)
+                else:
+                    self.transport.abort()
+        elif kind == DL_TUNNEL:
+            self.transport.close()
+
+    # request events (from http1.RequestReader) ------------------------------------------
+
+    def on_request(self, head: http1.RequestHead) -> None:
+        self.requests += 1
+        if self.exchange is not None:
+            # pipelined: keep it until the current exchange ends (RFC 9112 §9.3.2)
+            self.pending.append([head, [], False, None])
+            self._pause(2)
+            return
+        self._start(head)
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.pending:
+            self.pending[-1][1].append(data)
+            return
+        ex = self.exchange
+        if ex is not None:
+            self._request_body(ex, data)
+
+    def _request_body(self, ex: Exchange, data: bytes) -> None:
+        ex.bytes_in += len(data)
+        if self.settings.max_body_size and ex.bytes_in - ex.head.size > self.settings.max_body_size:
+            ex.reason = "request body too large"
+            if not ex.response_started:
+                self._respond_error(ex, 413, ex.reason)
+            return
+        self.client_deadline = self.loop.time() + self.settings.body_timeout if self.settings.body_timeout else 0.0
+        self._arm()
+        upstream = ex.upstream
+        if upstream is not None and upstream.ready:
+            if ex.head.chunked:
+                upstream.transport.writelines(http1.chunk(data))
+            else:
+                upstream.transport.write(data)
+        elif not ex.response_done:
+            if ex.body_buffer is None:
+                ex.body_buffer = []
+            ex.body_buffer.append(data)
+            ex.buffered += len(data)
+            if ex.buffered > 256 * 1024:
+                self._pause(4)
+
+    def on_request_complete(self, trailers) -> None:
+        if self.pending:
+            self.pending[-1][2] = True
+            self.pending[-1][3] = trailers
+            return
+        ex = self.exchange
+        if ex is not None:
+            self._request_complete(ex, trailers)
+
+    def _request_complete(self, ex: Exchange, trailers) -> None:
+        ex.request_done = True
+        ex.trailers = trailers
+        if self.deadline_kind == DL_BODY:
+            self.client_deadline = 0.0
+            self._arm()
+            self.deadline_kind = DL_NONE
+        upstream = ex.upstream
+        if upstream is not None and upstream.ready and ex.head.chunked:
+            upstream.transport.write(http1.last_chunk(trailers))
+
+    def on_request_error(self, status: int, reason: str) -> None:
+        ex = self.exchange
+        if ex is not None and ex.response_started:
+            ex.reason = reason
+            self.transport.abort()
+            return
+        if ex is not None:
+            ex.reason = reason
+            if ex.upstream is not None:
+                ex.upstream.abort()
+                ex.upstream = None
+            self._respond_error(ex, status, reason)
+            return
+        self._reject(status, reason)
+
+    def on_upgrade_data(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None and self.pending:
+            return
+        if ex is not None and ex.head.upgrade is not None:
+            ex.request_done = True
+            self.early_data = [data] if data else []
+            return
+        # an upgrade we did not pass on: nothing after it can be parsed as HTTP
+        if ex is not None:
+            ex.keep_alive = False
+
+    # exchange lifecycle ---------------------------------------------------------------------
+
+    def _start(self, head: http1.RequestHead) -> None:
+        now = self.loop.time()
+        ex = self.exchange = Exchange(head, now)
+        if head.upgrade is not None and not self.settings.websockets_enabled:
+            head.upgrade = None
+            ex.keep_alive = False
+        max_requests = self.settings.max_keepalive_requests
+        if max_requests and self.requests >= max_requests:
+            ex.keep_alive = False
+        if self.rtt is None:
+            sock = self.transport.get_extra_info("socket")
+            self.rtt = tcp_rtt(sock) if sock is not None else None
+        if head.has_body and not ex.request_done:
+            self.client_deadline = now + self.settings.body_timeout if self.settings.body_timeout else 0.0
+            self._arm()
+            self.deadline_kind = DL_BODY
+        else:
+            self.client_deadline = 0.0
+            self._arm()
+            self.deadline_kind = DL_NONE
+        self._dispatch(ex)
+
+    def _dispatch(self, ex: Exchange) -> None:
+        pool = self.pool
+        if pool is None:
+            self._respond_error(ex, 503, f"virtual service {self.vs.name} has no pool")
+            return
+        server = pool.pick(self.client_ip, self.client_port, ex.head.target, ex.head.hash_value,
+                           ex.tried)
+        if server is None:
+            reason = pool.unavailable_reason()
+            self._respond_error(ex, 503 if not ex.tried else 502,
+                                reason if not ex.tried else f"{ex.reason}; {reason}")
+            return
+        ex.server = server
+        server.active_conns += 1
+        key = (server.addr, self.vs.source_ip)
+        upstream = self.upstreams.acquire(key) if self.settings.server_keepalive else None
+        if upstream is not None:
+            ex.reused = True
+            upstream.bind(self, ex)
+        else:
+            self.loop.create_task(self._connect(ex, server, key))
+
+    async def _connect(self, ex: Exchange, server: Server, key: tuple) -> None:
+        pool = self.pool
+        started = self.loop.time()
+        local = (self.vs.source_ip, 0) if self.vs.source_ip else None
+        try:
+            _, upstream = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: ServerConnection(key, self.upstreams, self.settings.server_idle_timeout),
+                    server.ip, server.port, local_addr=local),
+                pool.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = _connect_error(server, exc)
+            _release_server(ex, server)
+            pool.connect_failed(server, reason)
+            ex.tried.append(server)
+            ex.reason = reason
+            if self.exchange is not ex or self.closing:
+                return
+            if len(ex.tried) <= pool.max_retries:
+                self._dispatch(ex)
+            else:
+                self._respond_error(ex, 502, reason)
+            return
+        if self.exchange is not ex or self.closing:
+            _release_server(ex, server)
+            upstream.close()
+            return
+        server.stats.total_conns += 1
+        pool.connect_succeeded(server)
+        ex.connect_time = self.loop.time() - started
+        upstream.bind(self, ex)
+
+    def upstream_ready(self, upstream: "ServerConnection", ex: Exchange) -> None:
+        """The server connection is bound: send the request head and what body we have."""
+        ex.upstream = upstream
+        head = ex.head
+        if head.method == b"HEAD":
+            upstream.reader.expect_no_body()
+        data = http1.build_request_head(head, client_ip=self.client_ip, scheme=self.scheme,
+                                        vip_port=self.vip_port, settings=self.settings,
+                                        default_host=self.default_host)
+        transport = upstream.transport
+        buffered = ex.body_buffer
+        if buffered:
+            pieces = [data]
+            for piece in buffered:
+                pieces.extend(http1.chunk(piece) if head.chunked else (piece,))
+            transport.writelines(pieces)
+            ex.body_buffer = None
+            self._resume(4)
+        else:
+            transport.write(data)
+        if ex.request_done and head.chunked:
+            transport.write(http1.last_chunk(ex.trailers))
+        now = self.loop.time()
+        ex.sent_at = now
+        timeout = self.pool.server_timeout
+        self.server_deadline = now + timeout if timeout else 0.0
+        self._arm()
+        if self.write_paused:
+            upstream.pause(1)
+
+    # response events (from the bound ServerConnection) ---------------------------------------
+
+    def on_informational(self, ex: Exchange, head: http1.ResponseHead) -> None:
+        if ex.head.version == "1.1" and not ex.response_started:
+            self.transport.write(http1.build_informational_head(head))
+
+    def on_response(self, ex: Exchange, head: http1.ResponseHead) -> None:
+        now = self.loop.time()
+        ex.response_head = head
+        ex.status = head.status
+        ex.response_time = now - ex.sent_at
+        ex.server.record_response_time(ex.response_time)
+        timeout = self.pool.server_timeout
+        self.server_deadline = now + timeout if timeout else 0.0
+        self._arm()
+        if head.status == 101 and ex.head.upgrade is not None:
+            ex.framing = http1.FRAME_NONE
+            ex.response_started = True
+            out = http1.build_response_head(head, http1.FRAME_NONE, True, ex.head.version)
+            ex.bytes_out += len(out)
+            self.transport.write(out)
+            return
+        if ex.head.upgrade is not None:
+            ex.keep_alive = False  # the client's stream is in upgrade state: cannot continue
+        framing = http1.response_framing(head, ex.head.method, ex.head.version)
+        keep_alive = ex.keep_alive and framing != http1.FRAME_CLOSE and not self.closing
+        if not ex.request_done:
+            keep_alive = False  # answered early: the rest of the body cannot be resynchronised
+        ex.keep_alive = keep_alive
+        ex.framing = framing
+        ex.response_started = True
+        out = http1.build_response_head(head, framing, keep_alive, ex.head.version)
+        ex.bytes_out += len(out)
+        self.transport.write(out)
+
+    def on_response_body(self, ex: Exchange, data: bytes) -> None:
+        ex.bytes_out += len(data)
+        if ex.framing == http1.FRAME_CHUNKED:
+            self.transport.writelines(http1.chunk(data))
+        else:
+            self.transport.write(data)
+        if self.server_deadline:
+            self.server_deadline = self.loop.time() + self.pool.server_timeout
+            self._arm()
+
+    def on_response_complete(self, ex: Exchange, trailers) -> None:
+        if ex.framing == http1.FRAME_CHUNKED:
+            self.transport.write(http1.last_chunk(trailers))
+        ex.response_done = True
+        self.server_deadline = 0.0
+        self._arm()
+        upstream = ex.upstream
+        if ex.status == 101 and ex.head.upgrade is not None and upstream is not None:
+            self._start_tunnel(ex, upstream)
+            return
+        ex.upstream = None
+        if upstream is not None:
+            upstream.unbind(reusable=ex.request_done and ex.response_head.keep_alive
+                            and self.settings.server_keepalive)
+        self._finish(ex)
+        self._next(ex.keep_alive)
+
+    def on_upstream_failed(self, ex: Exchange, reason: str, stale: bool) -> None:
+        """The server connection broke or sent garbage before the response ended."""
+        ex.upstream = None
+        self.server_deadline = 0.0
+        self._arm()
+        if ex.response_started:
+            ex.reason = reason
+            ex.keep_alive = False
+            self._finish(ex, aborted=True)
+            self.transport.abort()
+            return
+        server = ex.server
+        if stale and not ex.retried_stale and not ex.head.has_body:
+            # a reused keep-alive connection the server had closed: replay once on a new one
+            ex.retried_stale = True
+            ex.reused = False
+            self.loop.create_task(self._connect(ex, server, (server.addr, self.vs.source_ip)))
+            return
+        if not ex.reused and not ex.response_started and server is not None:
+            # a new connection that broke before any response: the server is failing
+            self.pool.connect_failed(server, reason)
+        self._respond_error(ex, 502, reason)
+
+    def server_timed_out(self, ex: Exchange) -> None:
+        ex.upstream = None
+        ex.reason = f"server {ex.server.key} did not answer within {self.pool.server_timeout:g}s"
+        if ex.response_started:
+            ex.keep_alive = False
+            self._finish(ex, aborted=True)
+            self.transport.abort()
+        else:
+            self._respond_error(ex, 504, ex.reason)
+
+    def on_upstream_upgrade_data(self, data: bytes) -> None:
+        if data:
+            self.transport.write(data)
+
+    # endings -------------------------------------------------------------------------------
+
+    def _start_tunnel(self, ex: Exchange, upstream: "ServerConnection") -> None:
+        self._finish(ex)
+        self.exchange = None
+        self.tunnel = upstream
+        upstream.start_tunnel(self)
+        if self.early_data:
+            upstream.transport.writelines(self.early_data)
+            self.early_data = None
+        self.client_deadline = self.loop.time() + self.vs.tcp.idle_timeout
+        self._arm()
+        self.deadline_kind = DL_TUNNEL
+        self.paused = 0
+        self.transport.resume_reading()
+
+    def _respond_error(self, ex: Exchange, status: int, reason: str) -> None:
+        ex.status = status
+        ex.reason = reason
+        ex.keep_alive = False
+        ex.response_done = True
+        self.server_deadline = 0.0
+        self._arm()
+        out = http1.error_response(status)
+        ex.bytes_out += len(out)
+        if ex.upstream is not None:
+            ex.upstream.abort()
+            ex.upstream = None
+        if not self.closing:
+            self.transport.write(out)
+        self._finish(ex)
+        if not self.closing:
+            self.transport.close()
+            self.closing = True
+
+    def _reject(self, status: int, reason: str) -> None:
+        """A request that never became an exchange (unparseable, too large, too slow)."""
+        head = http1.RequestHead()
+        ex = Exchange(head, self.loop.time())
+        ex.bytes_in = 0
+        self.exchange = ex
+        self._respond_error(ex, status, reason)
+
+    def _finish(self, ex: Exchange, aborted: bool = False) -> None:
+        if self.exchange is ex:
+            self.exchange = None
+        server = ex.server
+        now = self.loop.time()
+        total = now - ex.start
+        status = ex.status
+        vs = self.vs
+        vstats = vs.stats
+        cls = status // 100 if 100 <= status < 600 else 0
+        vstats.responses[cls] += 1
+        vstats.bytes_in += ex.bytes_in
+        vstats.bytes_out += ex.bytes_out
+        vstats.latency.observe(total)
+        pool = self.pool
+        if server is not None:
+            _release_server(ex, server)
+            sstats = server.stats
+            sstats.responses[cls] += 1
+            sstats.bytes_in += ex.bytes_in
+            sstats.bytes_out += ex.bytes_out
+            sstats.latency.observe(total)
+            pstats = pool.stats
+            pstats.responses[cls] += 1
+            pstats.bytes_in += ex.bytes_in
+            pstats.bytes_out += ex.bytes_out
+            pstats.latency.observe(total)
+        significant = status >= 400 or aborted or ex.reason is not None
+        if significant:
+            vstats.errors += 1
+        if vs.full_client_logs or significant:
+            head = ex.head
+            vs.log.emit({
+                "time": iso_time(ex.wall), "type": "http", "vs": vs.name,
+                "client": f"{self.client_ip}:{self.client_port}",
+                "vip": f"{self.vip}:{self.vip_port}",
+                "pool": pool.name if pool is not None else None,
+                "server": server.key if server is not None else None,
+                "method": head.method.decode("latin-1"),
+                "uri": head.target.decode("latin-1"),
+                "version": head.version,
+                "host": head.host.decode("latin-1") if head.host else None,
+                "user_agent": head.user_agent.decode("latin-1") if head.user_agent else None,
+                "status": status or None,
+                "bytes_in": ex.bytes_in, "bytes_out": ex.bytes_out,
+                "client_rtt": self.rtt,
+                "connect_time": round(ex.connect_time, 6),
+                "server_response_time": round(ex.response_time, 6),
+                "total_time": round(total, 6),
+                "server_conn_reused": ex.reused,
+                "significant": significant,
+                "reason": ex.reason if ex.reason or not significant else
+                          f"status {status}" if status else "aborted",
+            })
+
+    def _next(self, keep_alive: bool) -> None:
+        """After an exchange: continue with a pipelined request, wait for the next, or close."""
+        if self.closing:
+            return
+        if not keep_alive:
+            self.closing = True
+            self.transport.close()
+            return
+        if self.pending:
+            head, body, complete, trailers = self.pending.pop(0)
+            self._start(head)
+            ex = self.exchange
+            if ex is not None:
+                for piece in body:
+                    self._request_body(ex, piece)
+                if complete:
+                    self._request_complete(ex, trailers)
+            if not self.pending:
+                self._resume(2)
+            return
+        self.client_deadline = self.loop.time() + self.settings.keepalive_timeout
+        self._arm()
+        self.deadline_kind = DL_IDLE
+        self._resume(2)
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closing:
+                self.transport.resume_reading()
+
+
+def _release_server(ex: Exchange, server: Server) -> None:
+    """The exchange no longer occupies `server` (least-connections counts in-flight requests)."""
+    if ex.server is server:
+        server.active_conns -= 1
+        ex.server = None
+
+
+def _connect_error(server: Server, exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"connect to {server.key} timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connect to {server.key} refused"
+    code = getattr(exc, "errno", None)
+    text = errno.errorcode.get(code, "") if code else ""
+    return f"connect to {server.key} failed: {exc.strerror or text or exc}"
+
+
+class ServerConnection(asyncio.Protocol):
+    __slots__ = ("pool_key", "upstreams", "idle_timeout", "transport", "reader", "client",
+                 "exchange", "closed", "idle_since", "ready", "paused", "tunnel_client",
+                 "got_bytes")
+
+    def __init__(self, pool_key: tuple, upstreams: UpstreamPool, idle_timeout: float) -> None:
+        self.pool_key = pool_key
+        self.upstreams = upstreams
+        self.idle_timeout = idle_timeout
+        self.transport: asyncio.Transport | None = None
+        self.reader = http1.ResponseReader(self)
+        self.client: ClientConnection | None = None
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.ready = False
+        self.paused = 0
+        self.tunnel_client: ClientConnection | None = None
+        self.got_bytes = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def bind(self, client: ClientConnection, ex: Exchange) -> None:
+        self.client = client
+        self.exchange = ex
+        self.ready = True
+        self.got_bytes = False
+        client.upstream_ready(self, ex)
+
+    def unbind(self, reusable: bool) -> None:
+        client = self.client
+        self.client = None
+        self.exchange = None
+        self.ready = False
+        if self.paused:
+            self.paused = 0
+            if not self.closed:
+                self.transport.resume_reading()
+        if reusable and not self.closed:
+            self.upstreams.release(self, client.loop.time(), client.settings.max_idle_server_conns)
+        else:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel_client is not None:
+            self.tunnel_client.transport.write(data)
+            client = self.tunnel_client
+            client.client_deadline = client.loop.time() + client.vs.tcp.idle_timeout
+            client._arm()
+            return
+        if self.client is None:
+            # bytes on an idle connection: the server broke framing; never reuse it
+            self.close()
+            return
+        self.got_bytes = True
+        self.reader.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.tunnel_client is not None:
+            transport = self.tunnel_client.transport
+            if transport.can_write_eof():
+                transport.write_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.tunnel_client is not None:
+            client = self.tunnel_client
+            self.tunnel_client = None
+            client.tunnel = None
+            client.transport.close()
+            return
+        client, ex = self.client, self.exchange
+        if client is None:
+            self.upstreams.discard(self)
+            return
+        self.client = None
+        self.exchange = None
+        if ex is not None and not ex.response_done:
+            head = ex.response_head
+            if exc is None and head is not None and head.content_length is None \
+                    and not head.chunked and ex.framing != http1.FRAME_NONE:
+                # close-delimited response (RFC 9112 §6.3 rule 8): EOF ends it
+                client.on_response_complete(ex, None)
+                return
+            stale = ex.reused and not self.got_bytes
+            reason = (f"server {ex.server.key} reset the connection" if exc is not None
+                      else f"server {ex.server.key} closed the connection before the response ended")
+            client.on_upstream_failed(ex, reason, stale)
+
+    def pause_writing(self) -> None:
+        client = self.tunnel_client or self.client
+        if client is not None:
+            client._pause(8)
+
+    def resume_writing(self) -> None:
+        client = self.tunnel_client or self.client
+        if client is not None:
+            client._resume(8)
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    def server_timeout(self, now: float) -> None:
+        client, ex = self.client, self.exchange
+        self.client = None
+        self.exchange = None
+        self.abort()
+        if client is not None and ex is not None:
+            client.server_timed_out(ex)
+
+    def start_tunnel(self, client: ClientConnection) -> None:
+        self.tunnel_client = client
+        self.client = None
+        self.exchange = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.client = None
+            self.exchange = None
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.client = None
+            self.exchange = None
+            if self.transport is not None:
+                self.transport.abort()
+
+    # response events (from http1.ResponseReader) ---------------------------------------
+
+    def on_informational(self, head: http1.ResponseHead) -> None:
+        if self.client is not None:
+            self.client.on_informational(self.exchange, head)
+
+    def on_response(self, head: http1.ResponseHead) -> None:
+        if self.client is not None:
+            self.client.on_response(self.exchange, head)
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.client is not None:
+            self.client.on_response_body(self.exchange, data)
+
+    def on_response_complete(self, trailers) -> None:
+        client, ex = self.client, self.exchange
+        if client is not None:
+            client.on_response_complete(ex, trailers)
+
+    def on_response_error(self, reason: str) -> None:
+        client, ex = self.client, self.exchange
+        self.abort()
+        if client is not None:
+            client.on_upstream_failed(ex, f"server {ex.server.key}: {reason}", False)
+
+    def on_upgrade_data(self, data: bytes) -> None:
+        client = self.tunnel_client or self.client
+        if client is not None:
+            client.on_upstream_upgrade_data(data)

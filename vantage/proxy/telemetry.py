@@ -1,0 +1,79 @@
+"""Request and connection logs: one JSON line per request (L7) or connection (L4).
+
+Records are appended to an in-memory batch and written once per flush interval (or when the
+batch is large), so the per-request cost is one `json.dumps` and a list append.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class RequestLog:
+    """Writes records as JSON lines to a stream; also hands each batch to subscribers
+    (the SE agent ships them to the controller)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, flush_interval: float = 0.5,
+                 max_batch: int = 512) -> None:
+        self._stream = stream
+        self._batch: list[str] = []
+        self._records: list[dict[str, Any]] = []
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._timer: asyncio.TimerHandle | None = None
+        self.subscribers: list[Callable[[list[dict[str, Any]]], None]] = []
+        self.written = 0
+
+    @classmethod
+    def open(cls, target: str | None) -> "RequestLog":
+        """`-` for standard output, a path to append to, or None to keep no file."""
+        if target is None:
+            return cls(None)
+        if target == "-":
+            return cls(sys.stdout)
+        return cls(open(target, "a", buffering=1 << 16, encoding="utf-8"))
+
+    def emit(self, record: dict[str, Any]) -> None:
+        if self.subscribers:
+            self._records.append(record)
+        if self._stream is not None:
+            self._batch.append(_dumps(record))
+        if len(self._batch) >= self._max_batch or len(self._records) >= self._max_batch:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._flush_interval, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._batch and self._stream is not None:
+            self._stream.write("\n".join(self._batch) + "\n")
+            self._stream.flush()
+            self.written += len(self._batch)
+            self._batch = []
+        if self._records:
+            records, self._records = self._records, []
+            for subscriber in self.subscribers:
+                subscriber(records)
+
+    def close(self) -> None:
+        self.flush()
+        if self._stream is not None and self._stream not in (sys.stdout, sys.stderr):
+            self._stream.close()
+
+
+def iso_time(epoch: float) -> str:
+    """ISO-8601 UTC with microseconds, the `time` field of every record."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"

@@ -1,0 +1,135 @@
+"""`vantage-se`: the Service Engine daemon."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from oslo_config import cfg
+
+from vantage.conf import se as se_opts
+from vantage.proxy.telemetry import RequestLog
+from vantage.se.config import ConfigError, compile_document, load_file
+from vantage.se.dataplane import DataPlane
+from vantage.se.metrics import StatsServer
+
+LOG = logging.getLogger("vantage.se")
+
+
+def parse_args(argv: list[str] | None) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    se_opts.register_opts(conf)
+    conf(argv, project="vantage", prog="vantage-se", default_config_files=[])
+    return conf
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class StandaloneSE:
+    """Serves a configuration file; SIGHUP re-reads it and applies it only if it is valid."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        self.loop = asyncio.get_running_loop()
+        target = None if conf.request_log == "none" else conf.request_log
+        self.dataplane = DataPlane(self.loop, RequestLog.open(target), source_ip=conf.source_ip,
+                                   drain_timeout=conf.drain_timeout)
+        self.stats = StatsServer(self.dataplane, self.status)
+        self.stopped = asyncio.Event()
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    def status(self) -> dict:
+        return {
+            "mode": "standalone", "config": self.conf.config,
+            "version": self.dataplane.version, "reloads": self.reloads,
+            "last_error": self.last_error,
+            "virtualservices": {
+                name: {"mode": vs.mode, "listen": [f"{a}:{p}" for a, p in vs.listen],
+                       "pool": vs.pool.name if vs.pool else None}
+                for name, vs in self.dataplane.services.items()},
+            "pools": {
+                pool.name: [{"server": s.key, "up": s.up, "enabled": s.enabled,
+                             "reason": s.down_reason, "active": s.active_conns}
+                            for s in pool.servers]
+                for pool in self.dataplane.iter_pools()},
+        }
+
+    async def load(self) -> bool:
+        try:
+            compiled = compile_document(load_file(self.conf.config))
+            await self.dataplane.apply(compiled)
+        except ConfigError as exc:
+            self.last_error = "; ".join(exc.problems)
+            LOG.error("configuration %s rejected, the previous one stays in force:\n  %s",
+                      self.conf.config, "\n  ".join(exc.problems))
+            return False
+        except OSError as exc:
+            self.last_error = str(exc)
+            LOG.error("configuration %s not applied, the previous one stays in force: %s",
+                      self.conf.config, exc)
+            return False
+        self.last_error = None
+        return True
+
+    async def run(self) -> int:
+        if not await self.load():
+            await self.dataplane.close()
+            return 2
+        if self.conf.stats_listen and self.conf.stats_listen != "none":
+            host, port = _hostport(self.conf.stats_listen)
+            bound = await self.stats.start(host, port)
+            LOG.info("stats listener on http://%s:%d/metrics", *bound)
+        self.loop.add_signal_handler(signal.SIGHUP, self._reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopped.set)
+        await self.stopped.wait()
+        LOG.info("stopping")
+        await self.stats.close()
+        await self.dataplane.close()
+        return 0
+
+    def _reload(self) -> None:
+        async def reload() -> None:
+            if await self.load():
+                self.reloads += 1
+                LOG.info("configuration reloaded")
+        self.loop.create_task(reload())
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        conf = parse_args(sys.argv[1:] if argv is None else argv)
+    except cfg.Error as exc:
+        print(f"vantage-se: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=conf.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not conf.config:
+        print("vantage-se: --config FILE is required (managed mode is started by the "
+              "controller with --bootstrap)", file=sys.stderr)
+        return 2
+    if conf.workers != 1:
+        print("vantage-se: only --workers 1 is supported in this version", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+        uvloop = None
+
+    async def run() -> int:
+        return await StandaloneSE(conf).run()
+
+    if uvloop is not None:
+        return uvloop.run(run())
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""SE configuration documents: parse, validate completely, resolve references.
+
+A document maps object kinds to lists of objects with Avi field names (docs/se-config.md):
+the same model the controller stores. The standalone file and the controller's push both go
+through `compile_document`; nothing is applied unless the whole document is valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from vantage.model import refs
+from vantage.model.base import VantageObject, describe_errors
+from vantage.model.defaults import SYSTEM_OBJECTS
+from vantage.model.pool import HealthMonitor, Pool
+from vantage.model.profiles import ApplicationProfile, NetworkProfile
+from vantage.model.virtualservice import VirtualService, VsVip
+
+#: kinds an SE configuration may contain, in dependency order
+SE_KINDS: dict[str, type[VantageObject]] = {
+    "healthmonitor": HealthMonitor,
+    "pool": Pool,
+    "applicationprofile": ApplicationProfile,
+    "networkprofile": NetworkProfile,
+    "vsvip": VsVip,
+    "virtualservice": VirtualService,
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; `problems` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledPool:
+    model: Pool
+    monitors: tuple[HealthMonitor, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledService:
+    """One virtual service, with every reference replaced by the object it names."""
+
+    model: VirtualService
+    listen: tuple[tuple[str, int], ...]
+    pool: str | None
+    application_profile: ApplicationProfile
+    network_profile: NetworkProfile
+
+    @property
+    def mode(self) -> str:
+        return "l4" if self.application_profile.type == "APPLICATION_PROFILE_TYPE_L4" else "http"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledConfig:
+    version: str | None
+    pools: dict[str, CompiledPool]
+    services: dict[str, CompiledService]
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON document; ConfigError if it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        if path.suffix == ".json":
+            document = json.loads(text)
+        else:
+            document = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                           f"{exc}"]) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError([f"{path}: the document must be a mapping of object kinds to lists"])
+    return document
+
+
+class _Catalogue:
+    """Objects of one document (and the System-* defaults), found by name or UUID."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[tuple[str, str], VantageObject] = {}
+        self.by_uuid: dict[tuple[str, str], VantageObject] = {}
+
+    def add(self, obj: VantageObject) -> str | None:
+        key = (obj.kind, obj.name)
+        if key in self.by_name and not self.by_name[key].name.startswith("System-"):
+            return f"two {obj.kind} objects are named {obj.name!r}"
+        self.by_name[key] = obj
+        if obj.uuid:
+            self.by_uuid[(obj.kind, obj.uuid)] = obj
+        return None
+
+    def resolve(self, value: str, kind: str) -> VantageObject:
+        ref = refs.parse_ref(value, kind, allow_bare_name=True)
+        found = (self.by_uuid.get((kind, ref.uuid)) if ref.uuid
+                 else self.by_name.get((kind, ref.name)))
+        if found is None:
+            raise refs.RefError(f"no {kind} {ref.uuid or ref.name!r} in this configuration")
+        return found
+
+
+def compile_document(document: dict[str, Any]) -> CompiledConfig:
+    """Validate a whole document and resolve its references. Raises ConfigError listing every
+    problem found (field paths included), so one edit can fix them all."""
+    problems: list[str] = []
+    catalogue = _Catalogue()
+    for kind, objects in SYSTEM_OBJECTS.items():
+        if kind in SE_KINDS:
+            for data in objects:
+                catalogue.add(SE_KINDS[kind].model_validate(data))
+    version = document.get("version")
+    unknown = set(document) - set(SE_KINDS) - {"version"}
+    for kind in sorted(unknown):
+        problems.append(f"{kind}: unknown object kind (expected one of {', '.join(SE_KINDS)})")
+
+    parsed: dict[str, list[VantageObject]] = {kind: [] for kind in SE_KINDS}
+    for kind, cls in SE_KINDS.items():
+        items = document.get(kind) or []
+        if not isinstance(items, list):
+            problems.append(f"{kind}: must be a list of objects")
+            continue
+        for index, data in enumerate(items):
+            label = f"{kind}[{index}]"
+            if isinstance(data, dict) and data.get("name"):
+                label += f" ({data['name']})"
+            if not isinstance(data, dict):
+                problems.append(f"{label}: must be an object")
+                continue
+            try:
+                obj = cls.model_validate(data)
+            except pydantic.ValidationError as exc:
+                problems.extend(describe_errors(exc, prefix=label))
+                continue
+            duplicate = catalogue.add(obj)
+            if duplicate:
+                problems.append(f"{label}: {duplicate}")
+                continue
+            parsed[kind].append(obj)
+
+    def resolve(label: str, field: str, value: str | None, kind: str) -> Any:
+        if value is None:
+            return None
+        try:
+            return catalogue.resolve(value, kind)
+        except refs.RefError as exc:
+            problems.append(f"{label}.{field}: {exc}")
+            return None
+
+    pools: dict[str, CompiledPool] = {}
+    for index, pool in enumerate(parsed["pool"]):
+        label = f"pool[{index}] ({pool.name})"
+        monitors = []
+        for i, ref in enumerate(pool.health_monitor_refs):
+            monitor = resolve(label, f"health_monitor_refs[{i}]", ref, "healthmonitor")
+            if monitor is not None:
+                monitors.append(monitor)
+        for i, server in enumerate(pool.servers):
+            if ipaddress.ip_address(server.ip.addr).is_unspecified:
+                problems.append(f"{label}.servers[{i}].ip.addr: {server.ip.addr} is not a host")
+        pools[pool.name] = CompiledPool(pool, tuple(monitors))
+
+    services: dict[str, CompiledService] = {}
+    bound: dict[tuple[str, int], str] = {}
+    for index, vs in enumerate(parsed["virtualservice"]):
+        label = f"virtualservice[{index}] ({vs.name})"
+        vsvip = resolve(label, "vsvip_ref", vs.vsvip_ref, "vsvip")
+        pool = resolve(label, "pool_ref", vs.pool_ref, "pool")
+        app = resolve(label, "application_profile_ref",
+                      vs.application_profile_ref or "System-HTTP", "applicationprofile")
+        net = resolve(label, "network_profile_ref",
+                      vs.network_profile_ref or "System-TCP-Proxy", "networkprofile")
+        if vs.pool_group_ref:
+            problems.append(f"{label}.pool_group_ref: pool groups are not supported by this SE yet;"
+                            " use pool_ref")
+        if vs.vsvip_ref is None:
+            problems.append(f"{label}.vsvip_ref: a virtual service needs a VIP")
+        if vs.pool_ref is None and vs.enabled:
+            problems.append(f"{label}.pool_ref: a virtual service needs a pool")
+        if net is not None and net.profile.type != "PROTOCOL_TYPE_TCP_PROXY":
+            problems.append(f"{label}.network_profile_ref: {net.name} is {net.profile.type}; "
+                            "only PROTOCOL_TYPE_TCP_PROXY is supported")
+        if app is not None and app.type == "APPLICATION_PROFILE_TYPE_SSL":
+            problems.append(f"{label}.application_profile_ref: {app.name} is "
+                            "APPLICATION_PROFILE_TYPE_SSL, which this SE does not support yet")
+        for i, service in enumerate(vs.services):
+            if service.enable_ssl:
+                problems.append(f"{label}.services[{i}].enable_ssl: TLS termination is not "
+                                "supported by this SE yet")
+        if vsvip is None or pool is None and vs.pool_ref or app is None or net is None:
+            continue
+        addresses = [v.ip_address.addr for v in vsvip.vip if v.enabled and v.ip_address]
+        if not addresses:
+            problems.append(f"{label}.vsvip_ref: vsvip {vsvip.name!r} has no IP address")
+            continue
+        listen = []
+        for service in vs.services:
+            last = service.port_range_end or service.port
+            if last - service.port > 1024:
+                problems.append(f"{label}.services: port range {service.port}-{last} is too wide")
+                continue
+            for port in range(service.port, last + 1):
+                for addr in addresses:
+                    listen.append((addr, port))
+        if vs.enabled:
+            for address in listen:
+                other = bound.get(address)
+                if other is not None:
+                    problems.append(f"{label}.services: {address[0]}:{address[1]} is already "
+                                    f"used by virtualservice {other!r}")
+                bound[address] = vs.name
+        services[vs.name] = CompiledService(vs, tuple(listen), pool.name if pool else None,
+                                            app, net)
+    if problems:
+        raise ConfigError(problems)
+    return CompiledConfig(str(version) if version is not None else None, pools, services)

@@ -1,0 +1,156 @@
+"""Applies a compiled configuration to the running proxy: the one apply path of the SE.
+
+Standalone mode (a file, reloaded on SIGHUP) and managed mode (pushed by the controller) both
+call `DataPlane.apply`. Pools whose definition did not change keep their runtime (health state,
+counters, server connections); changed ones get a new runtime, and established flows finish on
+the runtime they started with.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from vantage.proxy.backend import Server
+from vantage.proxy.engine import ProxyEngine
+from vantage.proxy.pool import PoolRuntime
+from vantage.proxy.service import HttpSettings, TcpSettings, VirtualServiceRuntime
+from vantage.proxy.telemetry import RequestLog
+from vantage.se.config import CompiledConfig, CompiledPool, CompiledService
+from vantage.se.health import PoolHealthChecker
+
+LOG = logging.getLogger("vantage.se.dataplane")
+
+
+def http_settings(service: CompiledService) -> HttpSettings | None:
+    profile = service.application_profile
+    if profile.type != "APPLICATION_PROFILE_TYPE_HTTP":
+        return None
+    http = profile.http_profile
+    if http is None:
+        from vantage.model.profiles import HttpProfile
+        http = HttpProfile()
+    return HttpSettings(
+        xff_enabled=http.xff_enabled,
+        xff_header=http.xff_alternate_name.encode("latin-1"),
+        x_forwarded_proto=http.x_forwarded_proto_enabled,
+        x_forwarded_port=http.x_forwarded_port_enabled,
+        server_keepalive=http.connection_multiplexing_enabled,
+        keepalive_timeout=http.keepalive_timeout / 1000,
+        max_keepalive_requests=http.max_keepalive_requests,
+        header_timeout=http.client_header_timeout / 1000,
+        body_timeout=http.client_body_timeout / 1000,
+        max_header_line=http.client_max_header_size * 1024,
+        max_header_section=http.client_max_request_size * 1024,
+        max_body_size=http.client_max_body_size * 1024,
+        max_header_count=http.max_header_count,
+        websockets_enabled=http.websockets_enabled,
+        server_idle_timeout=http.server_conn_idle_timeout / 1000,
+        max_idle_server_conns=http.max_server_conns_per_server,
+    )
+
+
+def tcp_settings(service: CompiledService) -> TcpSettings:
+    profile = service.network_profile.profile.tcp_proxy_profile
+    if profile is None:
+        return TcpSettings()
+    return TcpSettings(idle_timeout=float(profile.idle_connection_timeout),
+                       use_splice=profile.use_splice)
+
+
+class _PoolEntry:
+    def __init__(self, spec: CompiledPool, runtime: PoolRuntime, checker: PoolHealthChecker):
+        self.spec = spec
+        self.runtime = runtime
+        self.checker = checker
+
+
+class DataPlane:
+    def __init__(self, loop: asyncio.AbstractEventLoop, log: RequestLog, *,
+                 source_ip: str | None = None, drain_timeout: float = 30.0) -> None:
+        self.loop = loop
+        self.log = log
+        self.source_ip = source_ip
+        self.engine = ProxyEngine(loop, drain_timeout=drain_timeout)
+        self.pools: dict[str, _PoolEntry] = {}
+        self.services: dict[str, VirtualServiceRuntime] = {}
+        self.version: str | None = None
+        self._retired: list[PoolHealthChecker] = []
+
+    async def apply(self, config: CompiledConfig) -> None:
+        """Make the data plane serve `config`. If binding a new address fails, nothing changes
+        and OSError is raised."""
+        new_pools: dict[str, _PoolEntry] = {}
+        started: list[PoolHealthChecker] = []
+        for name, spec in config.pools.items():
+            current = self.pools.get(name)
+            if current is not None and current.spec == spec:
+                new_pools[name] = current
+                continue
+            runtime = self._pool_runtime(spec, current.runtime if current else None)
+            checker = PoolHealthChecker(name, runtime.servers, spec.monitors,
+                                        passive=spec.model.inline_health_monitor,
+                                        on_change=runtime.server_health_changed)
+            runtime.health_checker = checker
+            new_pools[name] = _PoolEntry(spec, runtime, checker)
+            started.append(checker)
+
+        services: dict[str, VirtualServiceRuntime] = {}
+        for name, spec in config.services.items():
+            if not spec.model.enabled:
+                continue
+            pool = new_pools[spec.pool].runtime if spec.pool else None
+            analytics = spec.model.analytics_policy
+            services[name] = VirtualServiceRuntime(
+                name=name, uuid=spec.model.uuid, mode=spec.mode, listen=list(spec.listen),
+                pool=pool, log=self.log, http=http_settings(spec), tcp=tcp_settings(spec),
+                source_ip=self.source_ip,
+                full_client_logs=analytics.full_client_logs.enabled if analytics else True)
+            old = self.services.get(name)
+            if old is not None:
+                services[name].stats = old.stats  # counters continue across reloads
+
+        await self.engine.update(list(services.values()))
+        for checker in started:
+            checker.start()
+        for name, entry in self.pools.items():
+            if new_pools.get(name) is not entry:
+                await entry.checker.stop()
+        self.pools = new_pools
+        self.services = services
+        self.version = config.version
+        LOG.info("configuration %s applied: %d virtual services, %d pools",
+                 config.version or "(unversioned)", len(services), len(new_pools))
+
+    def _pool_runtime(self, spec: CompiledPool, previous: PoolRuntime | None) -> PoolRuntime:
+        model = spec.model
+        old_servers = {s.addr: s for s in previous.servers} if previous else {}
+        servers = []
+        for item in model.servers:
+            port = item.port or model.default_server_port
+            server = Server(model.name, item.ip.addr, port, ratio=item.ratio, enabled=item.enabled,
+                            hostname=item.hostname)
+            old = old_servers.get(server.addr)
+            if old is not None:
+                server.stats = old.stats
+                server.ewma_response_time = old.ewma_response_time
+            servers.append(server)
+        runtime = PoolRuntime(
+            model.name, servers, algorithm=model.lb_algorithm, hash_source=model.lb_algorithm_hash,
+            hash_header=model.lb_algorithm_consistent_hash_hdr,
+            connect_timeout=model.connection_timeout / 1000,
+            server_timeout=model.server_timeout / 1000, max_retries=model.max_retries,
+            inline_health=model.inline_health_monitor, uuid=model.uuid)
+        if previous is not None:
+            runtime.stats = previous.stats
+        return runtime
+
+    def iter_pools(self) -> Iterator[PoolRuntime]:
+        for entry in self.pools.values():
+            yield entry.runtime
+
+    async def close(self) -> None:
+        await self.engine.close()
+        for entry in self.pools.values():
+            await entry.checker.stop()
+        self.log.close()

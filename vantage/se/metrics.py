@@ -1,0 +1,143 @@
+"""Prometheus exposition of the data plane's counters, served on the SE's stats listener.
+
+Counters live as plain integers on the runtime objects (vantage.proxy.stats); this collector
+reads them at scrape time, so the hot path never touches prometheus_client.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+
+from vantage.proxy.stats import LATENCY_BUCKETS, TrafficStats
+
+LOG = logging.getLogger("vantage.se.metrics")
+_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class DataPlaneCollector:
+    def __init__(self, dataplane) -> None:
+        self.dataplane = dataplane
+
+    def collect(self) -> Iterable[Metric]:
+        dp = self.dataplane
+        families = {}
+        for scope, labels in (("vs", ["vs"]), ("pool", ["pool"]), ("server", ["pool", "server"])):
+            families[scope] = _Families(scope, labels)
+        for vs in dp.services.values():
+            families["vs"].add([vs.name], vs.stats)
+        up = GaugeMetricFamily("vantage_server_up", "1 if the server is up (health), else 0",
+                               labels=["pool", "server"])
+        enabled = GaugeMetricFamily("vantage_server_enabled", "1 if the server is enabled",
+                                    labels=["pool", "server"])
+        active = GaugeMetricFamily("vantage_server_active_requests",
+                                   "Flows or requests in flight to the server",
+                                   labels=["pool", "server"])
+        for pool in dp.iter_pools():
+            families["pool"].add([pool.name], pool.stats)
+            for server in pool.servers:
+                labels = [pool.name, server.key]
+                families["server"].add(labels, server.stats)
+                up.add_metric(labels, 1 if server.up else 0)
+                enabled.add_metric(labels, 1 if server.enabled else 0)
+                active.add_metric(labels, server.active_conns)
+        for fam in families.values():
+            yield from fam.metrics()
+        yield up
+        yield enabled
+        yield active
+        info = GaugeMetricFamily("vantage_config_info", "Applied configuration version",
+                                 labels=["version"])
+        info.add_metric([dp.version or ""], 1)
+        yield info
+
+
+class _Families:
+    def __init__(self, scope: str, labels: list[str]) -> None:
+        p = f"vantage_{scope}_"
+        self.open = GaugeMetricFamily(p + "open_connections", "Open connections", labels=labels)
+        self.total = CounterMetricFamily(p + "connections", "Connections", labels=labels)
+        self.responses = CounterMetricFamily(p + "responses", "Responses by status class",
+                                             labels=labels + ["code_class"])
+        self.bytes_in = CounterMetricFamily(p + "bytes_in", "Bytes from clients", labels=labels)
+        self.bytes_out = CounterMetricFamily(p + "bytes_out", "Bytes to clients", labels=labels)
+        self.errors = CounterMetricFamily(p + "errors", "Significant (failed or anomalous) "
+                                          "requests and connections", labels=labels)
+        self.connect_failures = CounterMetricFamily(p + "connect_failures",
+                                                    "Failed server connects", labels=labels)
+        self.latency = HistogramMetricFamily(p + "request_duration_seconds",
+                                             "Total time of requests (L7) or connections (L4)",
+                                             labels=labels)
+
+    def add(self, labels: list[str], stats: TrafficStats) -> None:
+        self.open.add_metric(labels, stats.open_conns)
+        self.total.add_metric(labels, stats.total_conns)
+        for index, count in enumerate(stats.responses):
+            if count or index == 2:
+                self.responses.add_metric(labels + [_CLASSES[index]], count)
+        self.bytes_in.add_metric(labels, stats.bytes_in)
+        self.bytes_out.add_metric(labels, stats.bytes_out)
+        self.errors.add_metric(labels, stats.errors)
+        self.connect_failures.add_metric(labels, stats.connect_failures)
+        cumulative = 0
+        buckets = []
+        for bound, count in zip(LATENCY_BUCKETS + (float("inf"),), stats.latency.counts):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        self.latency.add_metric(labels, buckets, stats.latency.total)
+
+    def metrics(self) -> list[Metric]:
+        return [self.open, self.total, self.responses, self.bytes_in, self.bytes_out,
+                self.errors, self.connect_failures, self.latency]
+
+
+class StatsServer:
+    """`GET /metrics` (Prometheus text) and `GET /status` (JSON) on the stats listener."""
+
+    def __init__(self, dataplane, status: Callable[[], dict] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(DataPlaneCollector(dataplane))
+        self.dataplane = dataplane
+        self.status = status
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._handle, host, port)
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = line.split()
+            path = parts[1].split(b"?")[0] if len(parts) >= 2 else b""
+            if parts[:1] != [b"GET"]:
+                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == b"/metrics":
+                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+                body = generate_latest(self.registry)
+            elif path == b"/status":
+                status, ctype = "200 OK", "application/json"
+                body = json.dumps(self.status() if self.status else {}).encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
+                         f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        except Exception:  # a scrape must never take the SE down
+            LOG.exception("stats request failed")
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
