@@ -38,7 +38,7 @@ class RequestHead:
 
     __slots__ = ("method", "target", "version", "headers", "keep_alive", "content_length",
                  "chunked", "upgrade", "expect_continue", "host", "user_agent", "hash_value",
-                 "size")
+                 "size", "connection", "xff")
 
     def __init__(self) -> None:
         self.method = b""
@@ -56,6 +56,10 @@ class RequestHead:
         #: value of the pool's consistent-hash header, if the pool hashes on one
         self.hash_value: bytes | None = None
         self.size = 0
+        #: value of the Connection field(s); hop-by-hop fields are not kept in `headers`
+        self.connection: bytes | None = None
+        #: X-Forwarded-For value(s) the client sent, when the profile inserts X-Forwarded-For
+        self.xff: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -64,7 +68,7 @@ class RequestHead:
 
 class ResponseHead:
     __slots__ = ("status", "reason", "version", "headers", "keep_alive", "content_length",
-                 "chunked")
+                 "chunked", "connection", "upgrade")
 
     def __init__(self) -> None:
         self.status = 0
@@ -74,6 +78,8 @@ class ResponseHead:
         self.keep_alive = True
         self.content_length: int | None = None
         self.chunked = False
+        self.connection: bytes | None = None
+        self.upgrade: bytes | None = None
 
 
 class RequestHandler(Protocol):
@@ -104,13 +110,13 @@ class RequestReader:
     """Client-side parser: enforces limits and framing rules, then hands on clean requests."""
 
     __slots__ = ("_handler", "_parser", "_settings", "_head", "_url", "_in_head", "_head_bytes",
-                 "_header_bytes", "_trailers", "_failed", "_hash_header")
+                 "_header_bytes", "_trailers", "_failed", "_hash_header", "_xff", "_replaced")
 
     def __init__(self, handler: RequestHandler, settings: HttpSettings,
                  hash_header: bytes | None = None) -> None:
         self._handler = handler
         self._settings = settings
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = httptools.HttpRequestParser(_Callbacks(self, handler.on_request_body))
         self._head: RequestHead | None = None
         self._url = b""
         self._in_head = False
@@ -119,6 +125,14 @@ class RequestReader:
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._failed = False
         self._hash_header = hash_header
+        self._xff = settings.xff_header.lower() if settings.xff_enabled else None
+        #: fields the proxy sets itself: what the client sent under these names is dropped
+        replaced = set()
+        if settings.x_forwarded_proto:
+            replaced.add(b"x-forwarded-proto")
+        if settings.x_forwarded_port:
+            replaced.add(b"x-forwarded-port")
+        self._replaced = frozenset(replaced)
 
     @property
     def in_head(self) -> bool:
@@ -187,10 +201,24 @@ class RequestReader:
         if self._header_bytes > self._settings.max_header_section:
             raise _Reject(431, "request header section too large")
         headers = head.headers
-        headers.append((name, value))
-        if len(headers) > self._settings.max_header_count:
+        if len(headers) >= self._settings.max_header_count:
             raise _Reject(431, f"more than {self._settings.max_header_count} header fields")
         lname = name.lower()
+        if lname in HOP_BY_HOP:
+            # RFC 9110 §7.6.1: not forwarded; framing is re-declared per connection
+            if lname == b"transfer-encoding":
+                head.chunked = True  # llhttp accepts only codings ending in chunked (§6.1)
+            elif lname == b"connection":
+                head.connection = value if head.connection is None else head.connection + b"," + value
+            elif lname == b"upgrade":
+                head.upgrade = value
+            return
+        if lname == self._xff:
+            head.xff = value if head.xff is None else head.xff + b", " + value
+            return
+        if lname in self._replaced:
+            return
+        headers.append((name, value))
         if lname == b"host":
             if head.host is not None:
                 # RFC 9112 §3.2: more than one Host field is a 400
@@ -198,8 +226,6 @@ class RequestReader:
             head.host = value
         elif lname == b"content-length":
             head.content_length = int(value)  # llhttp validated digits and uniqueness
-        elif lname == b"transfer-encoding":
-            head.chunked = True  # llhttp accepts only codings ending in chunked (§6.1)
         elif lname == b"expect":
             if value.lower() == b"100-continue":
                 head.expect_continue = True
@@ -246,17 +272,11 @@ class RequestReader:
             head.headers = [(n, v) for n, v in head.headers if n.lower() != b"host"]
             head.headers.append((b"Host", parts.netloc))
         head.keep_alive = parser.should_keep_alive()
-        if parser.should_upgrade():
-            for name, value in head.headers:
-                if name.lower() == b"upgrade":
-                    head.upgrade = value
-                    break
-            if head.upgrade is None:
-                raise _Reject(400, "Connection: upgrade without an Upgrade header")
+        if not parser.should_upgrade():
+            head.upgrade = None
+        elif head.upgrade is None:
+            raise _Reject(400, "Connection: upgrade without an Upgrade header")
         self._handler.on_request(head)
-
-    def on_body(self, data: bytes) -> None:
-        self._handler.on_request_body(data)
 
     def on_message_complete(self) -> None:
         self._handler.on_request_complete(self._trailers)
@@ -272,7 +292,7 @@ class ResponseReader:
 
     def __init__(self, handler: ResponseHandler, max_head: int = 64 * 1024) -> None:
         self._handler = handler
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = httptools.HttpResponseParser(_Callbacks(self, handler.on_response_body))
         self._head: ResponseHead | None = None
         self._in_head = False
         self._trailers: list[tuple[bytes, bytes]] | None = None
@@ -298,7 +318,8 @@ class ResponseReader:
                 self._handler.on_response_error(cause.reason)
             elif isinstance(cause, _HeadDone):
                 # a response to HEAD: llhttp would wait for Content-Length bytes; start afresh
-                self._parser = httptools.HttpResponseParser(self)
+                self._parser = httptools.HttpResponseParser(
+                    _Callbacks(self, self._handler.on_response_body))
             else:
                 raise
         except httptools.HttpParserError as exc:
@@ -324,12 +345,18 @@ class ResponseReader:
         if self._header_bytes > self._max_head:
             raise _Reject(502, "response header section too large")
         head = self._head
-        head.headers.append((name, value))
         lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"transfer-encoding":
+                head.chunked = value.lower().rstrip().endswith(b"chunked")
+            elif lname == b"connection":
+                head.connection = value if head.connection is None else head.connection + b"," + value
+            elif lname == b"upgrade":
+                head.upgrade = value
+            return
+        head.headers.append((name, value))
         if lname == b"content-length":
             head.content_length = int(value)
-        elif lname == b"transfer-encoding":
-            head.chunked = value.lower().rstrip().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
         head = self._head
@@ -350,9 +377,6 @@ class ResponseReader:
             self._handler.on_response_complete(None)
             raise _HeadDone()
 
-    def on_body(self, data: bytes) -> None:
-        self._handler.on_response_body(data)
-
     def on_message_complete(self) -> None:
         head = self._head
         if head is not None and 100 <= head.status < 200 and head.status != 101:
@@ -364,52 +388,71 @@ class _HeadDone(Exception):
     pass
 
 
+class _Callbacks:
+    """What llhttp calls: the reader's methods, except body data, which goes straight to the
+    handler (the hot path of large transfers)."""
+
+    __slots__ = ("on_message_begin", "on_url", "on_status", "on_header", "on_headers_complete",
+                 "on_body", "on_message_complete")
+
+    def __init__(self, reader, on_body) -> None:
+        self.on_message_begin = reader.on_message_begin
+        self.on_url = getattr(reader, "on_url", None)
+        self.on_status = getattr(reader, "on_status", None)
+        self.on_header = reader.on_header
+        self.on_headers_complete = reader.on_headers_complete
+        self.on_body = on_body
+        self.on_message_complete = reader.on_message_complete
+
+
 # Header rewriting ----------------------------------------------------------------------------
 
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+def connection_tokens(connection: bytes | None) -> frozenset[bytes]:
     """Field names listed in Connection (RFC 9110 §7.6.1): also hop-by-hop."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    tokens.discard(b"close")
-    tokens.discard(b"keep-alive")
+    if not connection:
+        return frozenset()
+    tokens = {t.strip().lower() for t in connection.split(b",")}
+    tokens -= {b"close", b"keep-alive", b"upgrade", b""}
     return frozenset(tokens)
 
 
-def build_request_head(head: RequestHead, *, client_ip: str, scheme: bytes, vip_port: int,
-                       settings: HttpSettings, default_host: bytes) -> bytes:
-    """The request header section sent to a server: HTTP/1.1, hop-by-hop fields removed,
-    X-Forwarded-* added per the application profile, framing re-declared."""
-    lines = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
-    xff_name = settings.xff_header
-    xff_lower = xff_name.lower()
-    extra = connection_tokens(head.headers) if head.upgrade is None else ()
-    xff_prior = None
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in extra:
-            continue
-        if settings.xff_enabled and lname == xff_lower:
-            xff_prior = value if xff_prior is None else xff_prior + b", " + value
-            continue
-        if (settings.x_forwarded_proto and lname == b"x-forwarded-proto") or \
-                (settings.x_forwarded_port and lname == b"x-forwarded-port"):
-            continue  # the client does not get to say how it reached us
-        lines += (name, b": ", value, b"\r\n")
-    if head.host is None:
-        lines += (b"Host: ", default_host, b"\r\n")
-    if settings.xff_enabled:
-        ip = client_ip.encode()
-        lines += (xff_name, b": ", (xff_prior + b", " + ip) if xff_prior else ip, b"\r\n")
+def _field_lines(headers: list[tuple[bytes, bytes]], connection: bytes | None) -> list[bytes]:
+    extra = connection_tokens(connection)
+    if extra:
+        return [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in extra]
+    return [b"%s: %s\r\n" % (n, v) for n, v in headers]
+
+
+def forwarded_fields(settings: HttpSettings, scheme: bytes, vip_port: int) -> bytes:
+    """The X-Forwarded-Proto/-Port lines of every request on one client connection."""
+    out = b""
     if settings.x_forwarded_proto:
-        lines += (b"X-Forwarded-Proto: ", scheme, b"\r\n")
+        out += b"X-Forwarded-Proto: %s\r\n" % scheme
     if settings.x_forwarded_port:
-        lines += (b"X-Forwarded-Port: ", str(vip_port).encode(), b"\r\n")
+        out += b"X-Forwarded-Port: %d\r\n" % vip_port
+    return out
+
+
+def build_request_head(head: RequestHead, settings: HttpSettings, client_ip: bytes,
+                       forwarded: bytes, default_host: bytes) -> bytes:
+    """The request header section sent to a server: HTTP/1.1, hop-by-hop fields removed (at
+    parse time), X-Forwarded-For and `forwarded` (see forwarded_fields) added, framing
+    re-declared."""
+    lines = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target)]
+    if head.connection is None:
+        lines += [b"%s: %s\r\n" % field for field in head.headers]
+    else:
+        lines += _field_lines(head.headers, head.connection)
+    if head.host is None:
+        lines.append(b"Host: %s\r\n" % default_host)
+    if settings.xff_enabled:
+        lines.append(b"%s: %s\r\n" % (settings.xff_header,
+                                        head.xff + b", " + client_ip if head.xff else client_ip))
+    lines.append(forwarded)
     if head.chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if head.upgrade is not None:
-        lines += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
+        lines.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % head.upgrade)
     lines.append(b"\r\n")
     return b"".join(lines)
 
@@ -433,25 +476,17 @@ def response_framing(head: ResponseHead, request_method: bytes, client_version: 
 
 def build_response_head(head: ResponseHead, framing: int, keep_alive: bool,
                         client_version: str) -> bytes:
-    lines = [b"HTTP/1.1 ", str(head.status).encode(), b" ",
-             head.reason or REASONS.get(head.status, b"Unknown"), b"\r\n"]
-    extra = connection_tokens(head.headers)
-    upgrade = head.status == 101
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if upgrade and lname == b"upgrade":
-                lines += (name, b": ", value, b"\r\n")
-            continue
-        if lname in extra or (lname == b"content-length" and framing != FRAME_LENGTH
-                              and framing != FRAME_NONE):
-            continue
-        lines += (name, b": ", value, b"\r\n")
-    if upgrade:
-        lines.append(b"Connection: upgrade\r\n")
-    elif framing == FRAME_CHUNKED:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    if not upgrade:
+    lines = [b"HTTP/1.1 %d %s\r\n" % (head.status,
+                                        head.reason or REASONS.get(head.status, b"Unknown"))]
+    if head.connection is None:
+        lines += [b"%s: %s\r\n" % field for field in head.headers]
+    else:
+        lines += _field_lines(head.headers, head.connection)
+    if head.status == 101:
+        lines.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % (head.upgrade or b""))
+    else:
+        if framing == FRAME_CHUNKED:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
         elif client_version == "1.0":
@@ -461,11 +496,9 @@ def build_response_head(head: ResponseHead, framing: int, keep_alive: bool,
 
 
 def build_informational_head(head: ResponseHead) -> bytes:
-    lines = [b"HTTP/1.1 ", str(head.status).encode(), b" ",
-             head.reason or REASONS.get(head.status, b"Unknown"), b"\r\n"]
-    for name, value in head.headers:
-        if name.lower() not in HOP_BY_HOP:
-            lines += (name, b": ", value, b"\r\n")
+    lines = [b"HTTP/1.1 %d %s\r\n" % (head.status,
+                                        head.reason or REASONS.get(head.status, b"Unknown"))]
+    lines += _field_lines(head.headers, head.connection)
     lines.append(b"\r\n")
     return b"".join(lines)
 

@@ -113,10 +113,10 @@ class Exchange:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("loop", "vs", "settings", "pool", "upstreams", "sweeper", "transport",
                  "reader", "client_ip", "client_port", "vip_port", "vip", "scheme",
-                 "exchange", "pending", "deadline", "deadline_kind", "client_deadline",
-                 "server_deadline",
+                 "exchange", "pending", "deadline", "deadline_kind", "server_deadline",
                  "requests", "paused", "closing", "rtt", "tunnel", "early_data",
-                 "default_host", "write_paused", "group")
+                 "default_host", "write_paused", "group", "out", "client_ip_bytes",
+                 "forwarded", "client_str", "vip_str")
 
     def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
                  sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
@@ -134,9 +134,10 @@ class ClientConnection(asyncio.Protocol):
                                           vs.pool.hash_header if vs.pool is not None else None)
         self.exchange: Exchange | None = None
         self.pending: list[list] = []
-        self.deadline = 0.0  # the earlier of the two below; what the sweeper looks at
         self.deadline_kind = DL_NONE
-        self.client_deadline = 0.0
+        #: client-side deadline (header, body, keep-alive idle, tunnel idle; see deadline_kind)
+        self.deadline = 0.0
+        #: server-side deadline of the exchange in flight (response timeout)
         self.server_deadline = 0.0
         self.requests = 0
         self.paused = 0  # bitmask of reasons the client's reading is paused
@@ -145,6 +146,8 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: ServerConnection | None = None
         self.early_data: list[bytes] | None = None
         self.write_paused = False
+        #: response bytes collected while one batch of server data is parsed, written at once
+        self.out: list[bytes] = []
 
     # transport callbacks -------------------------------------------------------------------
 
@@ -157,6 +160,10 @@ class ClientConnection(asyncio.Protocol):
         self.default_host = (f"{self.vip}:{self.vip_port}" if ":" not in self.vip
                              else f"[{self.vip}]:{self.vip_port}").encode()
         self.scheme = b"http"
+        self.client_ip_bytes = self.client_ip.encode()
+        self.client_str = _hostport(self.client_ip, self.client_port)
+        self.vip_str = _hostport(self.vip, self.vip_port)
+        self.forwarded = http1.forwarded_fields(self.settings, self.scheme, self.vip_port)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -166,8 +173,7 @@ class ClientConnection(asyncio.Protocol):
         stats = self.vs.stats
         stats.open_conns += 1
         stats.total_conns += 1
-        self.client_deadline = self.loop.time() + self.settings.header_timeout
-        self._arm()
+        self.deadline = self.loop.time() + self.settings.header_timeout
         self.deadline_kind = DL_HEADER
         self.sweeper.add(self)
         if self.group is not None:
@@ -176,16 +182,14 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
-            self.client_deadline = self.loop.time() + self.vs.tcp.idle_timeout
-            self._arm()
+            self.deadline = self.loop.time() + self.vs.tcp.idle_timeout
             return
         if self.early_data is not None:
             self.early_data.append(data)  # after an upgrade request, before the 101
             return
         self.reader.feed(data)
         if self.reader.in_head and self.deadline_kind != DL_HEADER:
-            self.client_deadline = self.loop.time() + self.settings.header_timeout
-            self._arm()
+            self.deadline = self.loop.time() + self.settings.header_timeout
             self.deadline_kind = DL_HEADER
 
     def eof_received(self) -> bool:
@@ -235,24 +239,19 @@ class ClientConnection(asyncio.Protocol):
 
     # deadlines -----------------------------------------------------------------------------
 
-    def _arm(self) -> None:
-        client, server = self.client_deadline, self.server_deadline
-        self.deadline = min(client, server) if client and server else client or server
 
     def on_deadline(self, now: float) -> None:
         if self.server_deadline and self.server_deadline <= now:
             self.server_deadline = 0.0
-            self._arm()
             ex = self.exchange
             if ex is not None and ex.upstream is not None:
                 ex.upstream.server_timeout(now)
                 return
-        if not self.client_deadline or self.client_deadline > now:
-            self._arm()
+        if not self.deadline or self.deadline > now:
+            return
             return
         kind = self.deadline_kind
-        self.client_deadline = 0.0
-        self._arm()
+        self.deadline = 0.0
         if kind == DL_HEADER and self.exchange is None:
             if self.reader.in_head or self.requests == 0:
                 self._reject(408, "client did not send a complete request header in time")
@@ -297,8 +296,7 @@ class ClientConnection(asyncio.Protocol):
             if not ex.response_started:
                 self._respond_error(ex, 413, ex.reason)
             return
-        self.client_deadline = self.loop.time() + self.settings.body_timeout if self.settings.body_timeout else 0.0
-        self._arm()
+        self.deadline = self.loop.time() + self.settings.body_timeout if self.settings.body_timeout else 0.0
         upstream = ex.upstream
         if upstream is not None and upstream.ready:
             if ex.head.chunked:
@@ -326,8 +324,7 @@ class ClientConnection(asyncio.Protocol):
         ex.request_done = True
         ex.trailers = trailers
         if self.deadline_kind == DL_BODY:
-            self.client_deadline = 0.0
-            self._arm()
+            self.deadline = 0.0
             self.deadline_kind = DL_NONE
         upstream = ex.upstream
         if upstream is not None and upstream.ready and ex.head.chunked:
@@ -371,16 +368,14 @@ class ClientConnection(asyncio.Protocol):
         max_requests = self.settings.max_keepalive_requests
         if max_requests and self.requests >= max_requests:
             ex.keep_alive = False
-        if self.rtt is None:
+        if self.requests == 1:
             sock = self.transport.get_extra_info("socket")
             self.rtt = tcp_rtt(sock) if sock is not None else None
         if head.has_body and not ex.request_done:
-            self.client_deadline = now + self.settings.body_timeout if self.settings.body_timeout else 0.0
-            self._arm()
+            self.deadline = now + self.settings.body_timeout if self.settings.body_timeout else 0.0
             self.deadline_kind = DL_BODY
         else:
-            self.client_deadline = 0.0
-            self._arm()
+            self.deadline = 0.0
             self.deadline_kind = DL_NONE
         self._dispatch(ex)
 
@@ -444,9 +439,8 @@ class ClientConnection(asyncio.Protocol):
         head = ex.head
         if head.method == b"HEAD":
             upstream.reader.expect_no_body()
-        data = http1.build_request_head(head, client_ip=self.client_ip, scheme=self.scheme,
-                                        vip_port=self.vip_port, settings=self.settings,
-                                        default_host=self.default_host)
+        data = http1.build_request_head(head, self.settings, self.client_ip_bytes,
+                                        self.forwarded, self.default_host)
         transport = upstream.transport
         buffered = ex.body_buffer
         if buffered:
@@ -464,7 +458,6 @@ class ClientConnection(asyncio.Protocol):
         ex.sent_at = now
         timeout = self.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
-        self._arm()
         if self.write_paused:
             upstream.pause(1)
 
@@ -482,7 +475,6 @@ class ClientConnection(asyncio.Protocol):
         ex.server.record_response_time(ex.response_time)
         timeout = self.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
-        self._arm()
         if head.status == 101 and ex.head.upgrade is not None:
             ex.framing = http1.FRAME_NONE
             ex.response_started = True
@@ -501,24 +493,30 @@ class ClientConnection(asyncio.Protocol):
         ex.response_started = True
         out = http1.build_response_head(head, framing, keep_alive, ex.head.version)
         ex.bytes_out += len(out)
-        self.transport.write(out)
+        self.out.append(out)
 
     def on_response_body(self, ex: Exchange, data: bytes) -> None:
         ex.bytes_out += len(data)
         if ex.framing == http1.FRAME_CHUNKED:
-            self.transport.writelines(http1.chunk(data))
+            self.out.extend(http1.chunk(data))
         else:
-            self.transport.write(data)
+            self.out.append(data)
         if self.server_deadline:
             self.server_deadline = self.loop.time() + self.pool.server_timeout
-            self._arm()
+
+    def flush(self) -> None:
+        """Write what the last batch of server data produced, in one system call."""
+        if self.out:
+            if not self.closing:
+                self.transport.writelines(self.out)
+            self.out.clear()
 
     def on_response_complete(self, ex: Exchange, trailers) -> None:
         if ex.framing == http1.FRAME_CHUNKED:
-            self.transport.write(http1.last_chunk(trailers))
+            self.out.append(http1.last_chunk(trailers))
+        self.flush()
         ex.response_done = True
         self.server_deadline = 0.0
-        self._arm()
         upstream = ex.upstream
         if ex.status == 101 and ex.head.upgrade is not None and upstream is not None:
             self._start_tunnel(ex, upstream)
@@ -532,9 +530,9 @@ class ClientConnection(asyncio.Protocol):
 
     def on_upstream_failed(self, ex: Exchange, reason: str, stale: bool) -> None:
         """The server connection broke or sent garbage before the response ended."""
+        self.flush()
         ex.upstream = None
         self.server_deadline = 0.0
-        self._arm()
         if ex.response_started:
             ex.reason = reason
             ex.keep_alive = False
@@ -554,6 +552,7 @@ class ClientConnection(asyncio.Protocol):
         self._respond_error(ex, 502, reason)
 
     def server_timed_out(self, ex: Exchange) -> None:
+        self.flush()
         ex.upstream = None
         ex.reason = f"server {ex.server.key} did not answer within {self.pool.server_timeout:g}s"
         if ex.response_started:
@@ -577,8 +576,7 @@ class ClientConnection(asyncio.Protocol):
         if self.early_data:
             upstream.transport.writelines(self.early_data)
             self.early_data = None
-        self.client_deadline = self.loop.time() + self.vs.tcp.idle_timeout
-        self._arm()
+        self.deadline = self.loop.time() + self.vs.tcp.idle_timeout
         self.deadline_kind = DL_TUNNEL
         self.paused = 0
         self.transport.resume_reading()
@@ -589,7 +587,6 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = False
         ex.response_done = True
         self.server_deadline = 0.0
-        self._arm()
         out = http1.error_response(status)
         ex.bytes_out += len(out)
         if ex.upstream is not None:
@@ -644,8 +641,8 @@ class ClientConnection(asyncio.Protocol):
             head = ex.head
             vs.log.emit({
                 "time": iso_time(ex.wall), "type": "http", "vs": vs.name,
-                "client": f"{self.client_ip}:{self.client_port}",
-                "vip": f"{self.vip}:{self.vip_port}",
+                "client": self.client_str,
+                "vip": self.vip_str,
                 "pool": pool.name if pool is not None else None,
                 "server": server.key if server is not None else None,
                 "method": head.method.decode("latin-1"),
@@ -656,9 +653,9 @@ class ClientConnection(asyncio.Protocol):
                 "status": status or None,
                 "bytes_in": ex.bytes_in, "bytes_out": ex.bytes_out,
                 "client_rtt": self.rtt,
-                "connect_time": round(ex.connect_time, 6),
-                "server_response_time": round(ex.response_time, 6),
-                "total_time": round(total, 6),
+                "connect_time": ex.connect_time,
+                "server_response_time": ex.response_time,
+                "total_time": total,
                 "server_conn_reused": ex.reused,
                 "significant": significant,
                 "reason": ex.reason if ex.reason or not significant else
@@ -685,8 +682,7 @@ class ClientConnection(asyncio.Protocol):
             if not self.pending:
                 self._resume(2)
             return
-        self.client_deadline = self.loop.time() + self.settings.keepalive_timeout
-        self._arm()
+        self.deadline = self.loop.time() + self.settings.keepalive_timeout
         self.deadline_kind = DL_IDLE
         self._resume(2)
 
@@ -700,6 +696,10 @@ class ClientConnection(asyncio.Protocol):
             self.paused &= ~reason
             if not self.paused and not self.closing:
                 self.transport.resume_reading()
+
+
+def _hostport(ip: str, port: int) -> str:
+    return f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
 
 
 def _release_server(ex: Exchange, server: Server) -> None:
@@ -773,15 +773,18 @@ class ServerConnection(asyncio.Protocol):
         if self.tunnel_client is not None:
             self.tunnel_client.transport.write(data)
             client = self.tunnel_client
-            client.client_deadline = client.loop.time() + client.vs.tcp.idle_timeout
+            client.deadline = client.loop.time() + client.vs.tcp.idle_timeout
             client._arm()
             return
-        if self.client is None:
+        client = self.client
+        if client is None:
             # bytes on an idle connection: the server broke framing; never reuse it
             self.close()
             return
         self.got_bytes = True
         self.reader.feed(data)
+        if client.out:
+            client.flush()
 
     def eof_received(self) -> bool:
         if self.tunnel_client is not None:

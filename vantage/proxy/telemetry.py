@@ -6,23 +6,24 @@ batch is large), so the per-request cost is one `json.dumps` and a list append.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+import orjson
+
+_dumps = orjson.dumps
 
 
 class RequestLog:
     """Writes records as JSON lines to a stream; also hands each batch to subscribers
     (the SE agent ships them to the controller)."""
 
-    def __init__(self, stream: IO[str] | None = None, *, flush_interval: float = 0.5,
+    def __init__(self, stream: IO[bytes] | None = None, *, flush_interval: float = 0.5,
                  max_batch: int = 512) -> None:
         self._stream = stream
-        self._batch: list[str] = []
+        self._batch: list[bytes] = []
         self._records: list[dict[str, Any]] = []
         self._flush_interval = flush_interval
         self._max_batch = max_batch
@@ -36,8 +37,8 @@ class RequestLog:
         if target is None:
             return cls(None)
         if target == "-":
-            return cls(sys.stdout)
-        return cls(open(target, "a", buffering=1 << 16, encoding="utf-8"))
+            return cls(sys.stdout.buffer)
+        return cls(open(target, "ab", buffering=1 << 16))
 
     def emit(self, record: dict[str, Any]) -> None:
         if self.subscribers:
@@ -59,9 +60,10 @@ class RequestLog:
             self._timer.cancel()
             self._timer = None
         if self._batch and self._stream is not None:
-            self._stream.write("\n".join(self._batch) + "\n")
+            self._batch.append(b"")
+            self._stream.write(b"\n".join(self._batch))
             self._stream.flush()
-            self.written += len(self._batch)
+            self.written += len(self._batch) - 1
             self._batch = []
         if self._records:
             records, self._records = self._records, []
@@ -70,10 +72,17 @@ class RequestLog:
 
     def close(self) -> None:
         self.flush()
-        if self._stream is not None and self._stream not in (sys.stdout, sys.stderr):
+        if self._stream is not None and self._stream not in (sys.stdout.buffer, sys.stderr.buffer):
             self._stream.close()
+
+
+_second = [-1, ""]
 
 
 def iso_time(epoch: float) -> str:
     """ISO-8601 UTC with microseconds, the `time` field of every record."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
+    whole = int(epoch)
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((epoch - whole) * 1e6):06d}Z"

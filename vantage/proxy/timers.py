@@ -12,7 +12,9 @@ from typing import Protocol
 
 
 class HasDeadline(Protocol):
+    #: two independent deadlines (monotonic loop time, 0.0 = none), e.g. client and server side
     deadline: float
+    server_deadline: float
 
     def on_deadline(self, now: float) -> None: ...
 
@@ -38,7 +40,8 @@ class DeadlineSweeper:
 
     def _sweep(self) -> None:
         now = self._loop.time()
-        expired = [m for m in self._members if 0.0 < m.deadline <= now]
+        expired = [m for m in self._members
+                   if 0.0 < m.deadline <= now or 0.0 < m.server_deadline <= now]
         for member in expired:
             member.on_deadline(now)
         for task in self.periodic:
