@@ -69,6 +69,8 @@ class VirtualService(VantageObject):
     ssl_profile_ref: str | None = None
     ssl_key_and_certificate_refs: list[str] = []
     analytics_policy: "AnalyticsPolicy | None" = None
+    http_policies: list[HttpPolicies] = Field(default_factory=list)
+    """HTTP policy sets applied in `index` order."""
 
 
 class FullClientLogs(Struct):
@@ -77,6 +79,11 @@ class FullClientLogs(Struct):
 
 class AnalyticsPolicy(Struct):
     full_client_logs: FullClientLogs = FullClientLogs()
+
+
+class HttpPolicies(Struct):
+    index: Annotated[int, Field(ge=0)]
+    http_policy_set_ref: str
 
 
 VirtualService.model_rebuild()
