@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs (Debian packages, the project with its test extra) and
+# runs it. Needs root for apt-get and for the tests that create network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    varnish            # varnishtest: raw-wire HTTP conformance cases (tests/vtc)
+    postgresql         # the controller's store tested against a real server
+    iproute2 nftables  # network namespaces, veth, bridges, VIP plumbing
+    procps
+)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+exec python3 -m pytest -p no:cacheprovider "$@"
