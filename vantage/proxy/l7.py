@@ -12,6 +12,7 @@ import errno
 import logging
 import socket
 import time
+from time import perf_counter
 
 from vantage.proxy import http1
 from vantage.proxy.backend import Server
@@ -361,7 +362,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, head: http1.RequestHead) -> None:
         now = self.loop.time()
-        ex = self.exchange = Exchange(head, now)
+        ex = self.exchange = Exchange(head, perf_counter())
         if head.upgrade is not None and not self.settings.websockets_enabled:
             head.upgrade = None
             ex.keep_alive = False
@@ -403,7 +404,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _connect(self, ex: Exchange, server: Server, key: tuple) -> None:
         pool = self.pool
-        started = self.loop.time()
+        started = perf_counter()
         local = (self.vs.source_ip, 0) if self.vs.source_ip else None
         try:
             _, upstream = await asyncio.wait_for(
@@ -430,7 +431,7 @@ class ClientConnection(asyncio.Protocol):
             return
         server.stats.total_conns += 1
         pool.connect_succeeded(server)
-        ex.connect_time = self.loop.time() - started
+        ex.connect_time = perf_counter() - started
         upstream.bind(self, ex)
 
     def upstream_ready(self, upstream: "ServerConnection", ex: Exchange) -> None:
@@ -455,7 +456,7 @@ class ClientConnection(asyncio.Protocol):
         if ex.request_done and head.chunked:
             transport.write(http1.last_chunk(ex.trailers))
         now = self.loop.time()
-        ex.sent_at = now
+        ex.sent_at = perf_counter()
         timeout = self.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
         if self.write_paused:
@@ -471,7 +472,7 @@ class ClientConnection(asyncio.Protocol):
         now = self.loop.time()
         ex.response_head = head
         ex.status = head.status
-        ex.response_time = now - ex.sent_at
+        ex.response_time = perf_counter() - ex.sent_at
         ex.server.record_response_time(ex.response_time)
         timeout = self.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
@@ -602,7 +603,7 @@ class ClientConnection(asyncio.Protocol):
     def _reject(self, status: int, reason: str) -> None:
         """A request that never became an exchange (unparseable, too large, too slow)."""
         head = http1.RequestHead()
-        ex = Exchange(head, self.loop.time())
+        ex = Exchange(head, perf_counter())
         ex.bytes_in = 0
         self.exchange = ex
         self._respond_error(ex, status, reason)
@@ -611,8 +612,7 @@ class ClientConnection(asyncio.Protocol):
         if self.exchange is ex:
             self.exchange = None
         server = ex.server
-        now = self.loop.time()
-        total = now - ex.start
+        total = perf_counter() - ex.start
         status = ex.status
         vs = self.vs
         vstats = vs.stats
@@ -653,9 +653,9 @@ class ClientConnection(asyncio.Protocol):
                 "status": status or None,
                 "bytes_in": ex.bytes_in, "bytes_out": ex.bytes_out,
                 "client_rtt": self.rtt,
-                "connect_time": ex.connect_time,
-                "server_response_time": ex.response_time,
-                "total_time": total,
+                "connect_time": round(ex.connect_time, 6),
+                "server_response_time": round(ex.response_time, 6),
+                "total_time": round(total, 6),
                 "server_conn_reused": ex.reused,
                 "significant": significant,
                 "reason": ex.reason if ex.reason or not significant else

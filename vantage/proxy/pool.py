@@ -1,13 +1,10 @@
 """A pool as the data plane runs it: servers, a balancer, and the hash key a flow is placed by."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Sequence
 
 from vantage.proxy.backend import Server
 from vantage.proxy.stats import TrafficStats
-
-LOG = logging.getLogger("vantage.proxy.pool")
 
 HASH_SOURCE_IP = "LB_ALGORITHM_CONSISTENT_HASH_SOURCE_IP_ADDRESS"
 HASH_SOURCE_IP_PORT = "LB_ALGORITHM_CONSISTENT_HASH_SOURCE_IP_ADDRESS_AND_PORT"
@@ -60,11 +57,7 @@ class PoolRuntime:
 
     def server_health_changed(self, server: Server, up: bool, reason: str | None) -> None:
         """Called by the health state machine on every transition of one of our servers."""
-        self.balancer.refresh()
-        if up:
-            LOG.info("pool %s: server %s is up", self.name, server.key)
-        else:
-            LOG.warning("pool %s: server %s is down: %s", self.name, server.key, reason)
+        self.balancer.refresh()  # the health checker logs the transition
 
     def connect_failed(self, server: Server, reason: str) -> None:
         server.stats.connect_failures += 1

@@ -7,16 +7,20 @@ timeouts need no sub-second precision.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 
 class HasDeadline(Protocol):
-    #: two independent deadlines (monotonic loop time, 0.0 = none), e.g. client and server side
+    #: monotonic loop time, 0.0 = none; a member may also have a second, independent
+    #: `server_deadline` (the client and server sides of an HTTP exchange)
     deadline: float
-    server_deadline: float
 
     def on_deadline(self, now: float) -> None: ...
+
+
+LOG = logging.getLogger("vantage.proxy.timers")
 
 
 class DeadlineSweeper:
@@ -39,14 +43,20 @@ class DeadlineSweeper:
         return len(self._members)
 
     def _sweep(self) -> None:
+        self._handle = self._loop.call_later(self._interval, self._sweep)
         now = self._loop.time()
         expired = [m for m in self._members
-                   if 0.0 < m.deadline <= now or 0.0 < m.server_deadline <= now]
+                   if 0.0 < m.deadline <= now or 0.0 < getattr(m, "server_deadline", 0.0) <= now]
         for member in expired:
-            member.on_deadline(now)
+            try:
+                member.on_deadline(now)
+            except Exception:  # one faulty member must not stop every other timeout
+                LOG.exception("deadline handler of %r failed", member)
         for task in self.periodic:
-            task(now)
-        self._handle = self._loop.call_later(self._interval, self._sweep)
+            try:
+                task(now)
+            except Exception:
+                LOG.exception("periodic task %r failed", task)
 
     def close(self) -> None:
         if self._handle is not None:
