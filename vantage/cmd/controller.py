@@ -1,0 +1,58 @@
+"""`vantage-controller --config-file vantage.conf`: the controller's REST API under uvicorn."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from vantage.conf import build_conf
+
+
+def _announce_password(path: str, password: str) -> None:
+    # Printed once, on the terminal of the first start; the file keeps it for later.
+    print(f"First start: user 'admin' was created with password: {password}\n"
+          f"(also written to {path}, mode 0600; set VANTAGE_ADMIN_PASSWORD to choose it)",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    conf = build_conf(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if conf.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    log = logging.getLogger("vantage.controller")
+
+    import uvicorn
+
+    from vantage.api.app import create_app
+    from vantage.controller.certs import ensure_self_signed
+
+    os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
+    ssl_args = {}
+    if conf.api.tls_enabled:
+        cert, key = conf.api.tls_cert_file, conf.api.tls_key_file
+        if bool(cert) != bool(key):
+            log.error("[api] tls_cert_file and tls_key_file go together: set both or neither")
+            return 2
+        if not cert:
+            cert = os.path.join(conf.state_path, "api-cert.pem")
+            key = os.path.join(conf.state_path, "api-key.pem")
+            if ensure_self_signed(cert, key, [conf.api.bind_host]):
+                log.info("generated a self-signed certificate in %s", cert)
+        ssl_args = {"ssl_certfile": cert, "ssl_keyfile": key}
+    try:
+        app = create_app(conf, announce_password=_announce_password)
+    except Exception as exc:  # a clear line rather than a traceback for a broken start
+        log.error("cannot start: %s", exc)
+        if conf.debug:
+            raise
+        return 1
+    scheme = "https" if ssl_args else "http"
+    log.info("serving the REST API on %s://%s:%d", scheme, conf.api.bind_host, conf.api.bind_port)
+    uvicorn.run(app, host=conf.api.bind_host, port=conf.api.bind_port, log_level="warning",
+                access_log=False, lifespan="on", server_header=False, **ssl_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
