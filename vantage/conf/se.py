@@ -10,6 +10,12 @@ cli_opts = [
     cfg.StrOpt("config", metavar="FILE",
                help="Standalone mode: serve the virtual services described in this YAML or JSON "
                     "document (see docs/se-config.md). Reloaded on SIGHUP."),
+    cfg.StrOpt("bootstrap", metavar="FILE",
+               help="Managed mode: JSON bootstrap data from the controller (controller_url, "
+                    "se_uuid, one-time token, controller certificate)."),
+    cfg.StrOpt("state-dir", metavar="DIR",
+               help="Managed mode: where the SE keeps its credentials and last configuration "
+                    "(default: the bootstrap file's directory)."),
     cfg.IntOpt("workers", default=1, min=0,
                help="Worker processes sharing the listeners; 0 means one per CPU."),
     cfg.StrOpt("request-log", default="-", metavar="PATH",

@@ -103,6 +103,50 @@ class StandaloneSE:
         self.loop.create_task(reload())
 
 
+class ManagedSE:
+    """Serves what the controller pushes; keeps serving the last configuration without it."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        from pathlib import Path
+
+        from vantage.se.agent import Agent, load_bootstrap
+
+        self.conf = conf
+        self.loop = asyncio.get_running_loop()
+        bootstrap = load_bootstrap(conf.bootstrap)
+        state_dir = Path(conf.state_dir or Path(conf.bootstrap).parent)
+        target = None if conf.request_log == "none" else conf.request_log
+        self.dataplane = DataPlane(self.loop, RequestLog.open(target), source_ip=conf.source_ip,
+                                   drain_timeout=conf.drain_timeout)
+        self.agent = Agent(self.dataplane, bootstrap, state_dir)
+        self.stats = StatsServer(self.dataplane, self.status)
+        self.stopped = asyncio.Event()
+
+    def status(self) -> dict:
+        return {"mode": "managed", "se_uuid": self.agent.se_uuid,
+                "controller": self.agent.url, "connected": self.agent.connected.is_set(),
+                "last_error": self.agent.last_error, "version": self.dataplane.version,
+                "reconnects": self.agent.reconnects,
+                "virtualservices": sorted(self.dataplane.services)}
+
+    async def run(self) -> int:
+        await self.agent.restore()
+        if self.conf.stats_listen and self.conf.stats_listen != "none":
+            host, port = _hostport(self.conf.stats_listen)
+            bound = await self.stats.start(host, port)
+            LOG.info("stats listener on http://%s:%d/metrics", *bound)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopped.set)
+        task = self.loop.create_task(self.agent.run())
+        await self.stopped.wait()
+        LOG.info("stopping")
+        task.cancel()
+        await self.agent.stop()
+        await self.stats.close()
+        await self.dataplane.close()
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         conf = parse_args(sys.argv[1:] if argv is None else argv)
@@ -111,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=conf.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not conf.config:
-        print("vantage-se: --config FILE is required (managed mode is started by the "
-              "controller with --bootstrap)", file=sys.stderr)
+    if bool(conf.config) == bool(conf.bootstrap):
+        print("vantage-se: give either --config FILE (standalone) or --bootstrap FILE "
+              "(managed by a controller)", file=sys.stderr)
         return 2
     if conf.workers != 1:
         print("vantage-se: only --workers 1 is supported in this version", file=sys.stderr)
@@ -124,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         uvloop = None
 
     async def run() -> int:
+        if conf.bootstrap:
+            return await ManagedSE(conf).run()
         return await StandaloneSE(conf).run()
 
     if uvloop is not None:

@@ -1,0 +1,278 @@
+"""Managed mode of the SE: the agent that keeps one channel to the controller.
+
+The channel is a WebSocket over TLS, checked against the controller certificate given in the
+bootstrap data. The first message authenticates the SE: with its one-time bootstrap token the
+first time (the controller answers with the SE's own secret, kept in the state directory), with
+that secret afterwards. Then the controller sends configuration documents (versioned; each is
+validated and applied through the same path as a standalone file, and acknowledged with the
+applied version or the rejection reason) and the SE sends a heartbeat every second, request
+logs in batches and metrics. Without a controller the SE keeps serving its last configuration
+and reconnects with backoff.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import tenacity
+import websockets
+
+from vantage.se.config import ConfigError, compile_document
+from vantage.se.dataplane import DataPlane
+
+LOG = logging.getLogger("vantage.se.agent")
+
+HEARTBEAT_INTERVAL = 1.0
+METRICS_INTERVAL = 5.0
+LOG_BATCH_INTERVAL = 1.0
+MAX_QUEUED_LOGS = 20000
+
+
+class ChannelRefused(Exception):
+    """The controller refused this SE's credentials."""
+
+
+def load_bootstrap(path: str | Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    missing = [k for k in ("controller_url", "se_uuid") if not data.get(k)]
+    if missing:
+        raise ValueError(f"{path}: bootstrap data lacks {', '.join(missing)}")
+    return data
+
+
+def channel_url(controller_url: str) -> str:
+    base = controller_url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://"):] + "/api/se/channel"
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://"):] + "/api/se/channel"
+    raise ValueError(f"controller_url {controller_url!r} must be http(s)://host:port")
+
+
+class Agent:
+    def __init__(self, dataplane: DataPlane, bootstrap: dict[str, Any], state_dir: Path) -> None:
+        self.dataplane = dataplane
+        self.bootstrap = bootstrap
+        self.se_uuid: str = bootstrap["se_uuid"]
+        self.state_dir = state_dir
+        self.credentials_file = state_dir / "credentials.json"
+        self.config_file = state_dir / "last-config.json"
+        self.url = channel_url(bootstrap["controller_url"])
+        self.ssl = self._ssl_context()
+        self.connected = asyncio.Event()
+        self.last_error: str | None = None
+        self.logs: deque[dict] = deque(maxlen=MAX_QUEUED_LOGS)
+        self.dropped_logs = 0
+        self.reconnects = 0
+        self._ws = None
+        self._stopping = False
+        dataplane.log.subscribers.append(self._queue_logs)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("wss://"):
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ca = self.bootstrap.get("controller_ca")
+        if ca:
+            ctx.load_verify_locations(cadata=ca)
+            # the controller's certificate is pinned by the bootstrap data; its name is the
+            # address the controller was reached at, which a self-signed certificate may lack
+            ctx.check_hostname = False
+        return ctx
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Serve the last applied configuration at once (SE restart without a controller)."""
+        try:
+            saved = json.loads(self.config_file.read_text())
+        except (OSError, ValueError):
+            return
+        try:
+            await self.dataplane.apply(compile_document(saved))
+            LOG.info("serving the last configuration (version %s) until the controller answers",
+                     saved.get("version"))
+        except (ConfigError, OSError) as exc:
+            LOG.warning("saved configuration not applied: %s", exc)
+
+    async def run(self) -> None:
+        retry = tenacity.AsyncRetrying(
+            wait=tenacity.wait_exponential(multiplier=0.2, max=5) + tenacity.wait_random(0, 0.3),
+            retry=tenacity.retry_if_exception_type((OSError, websockets.WebSocketException,
+                                                    asyncio.TimeoutError, ChannelRefused)),
+            before_sleep=self._before_retry, reraise=True)
+        while not self._stopping:
+            try:
+                async for attempt in retry:
+                    with attempt:
+                        await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the agent die: the data plane keeps serving
+                LOG.exception("controller channel failed")
+                await asyncio.sleep(1)
+
+    def _before_retry(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.last_error = f"{type(exc).__name__}: {exc}" if exc else None
+        self.reconnects += 1
+        LOG.warning("controller %s unreachable (%s); serving the last configuration, retrying",
+                    self.url, self.last_error)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    # one channel session ---------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        async with websockets.connect(self.url, ssl=self.ssl, open_timeout=5,
+                                      max_size=64 * 1024 * 1024, ping_interval=None) as ws:
+            self._ws = ws
+            await self._authenticate(ws)
+            self.connected.set()
+            self.last_error = None
+            LOG.info("channel to the controller is up (%s)", self.url)
+            tasks = [asyncio.create_task(self._heartbeats(ws)),
+                     asyncio.create_task(self._ship_logs(ws)),
+                     asyncio.create_task(self._ship_metrics(ws))]
+            try:
+                async for message in ws:
+                    await self._handle(ws, json.loads(message))
+            finally:
+                for task in tasks:
+                    task.cancel()
+                self.connected.clear()
+                self._ws = None
+        if not self._stopping:
+            raise OSError("the controller closed the channel")
+
+    async def _authenticate(self, ws) -> None:
+        secret = self._read_secret()
+        hello: dict[str, Any] = {"type": "hello", "se_uuid": self.se_uuid,
+                                 "hostname": socket.gethostname(), "pid": os.getpid(),
+                                 "config_version": self.dataplane.version}
+        if secret:
+            hello["secret"] = secret
+        else:
+            hello["token"] = self.bootstrap.get("token")
+        await ws.send(json.dumps(hello))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if answer.get("type") == "refused":
+            if secret and self.bootstrap.get("token") and answer.get("retry_with_token"):
+                self.credentials_file.unlink(missing_ok=True)
+            raise ChannelRefused(answer.get("reason", "refused"))
+        if answer.get("type") != "welcome":
+            raise ChannelRefused(f"unexpected answer {answer.get('type')!r}")
+        if answer.get("secret"):
+            self._write_secret(answer["secret"])
+
+    def _read_secret(self) -> str | None:
+        try:
+            return json.loads(self.credentials_file.read_text())["secret"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _write_secret(self, secret: str) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.credentials_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"se_uuid": self.se_uuid, "secret": secret}, f)
+        os.replace(tmp, self.credentials_file)
+
+    async def _handle(self, ws, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "config":
+            version = message.get("version")
+            document = dict(message.get("config") or {})
+            document["version"] = version
+            try:
+                compiled = compile_document(document)
+                await self.dataplane.apply(compiled)
+            except (ConfigError, OSError) as exc:
+                reason = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
+                LOG.error("configuration %s rejected, keeping %s: %s", version,
+                          self.dataplane.version, reason)
+                await ws.send(json.dumps({"type": "ack", "version": version, "ok": False,
+                                          "error": reason,
+                                          "applied_version": self.dataplane.version}))
+                return
+            self._save(document)
+            await ws.send(json.dumps({"type": "ack", "version": version, "ok": True,
+                                      "applied_version": version}))
+        elif kind == "ping":
+            await ws.send(json.dumps({"type": "pong", "ts": message.get("ts")}))
+        else:
+            LOG.debug("ignoring controller message %r", kind)
+
+    def _save(self, document: dict[str, Any]) -> None:
+        tmp = self.config_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f)
+        os.replace(tmp, self.config_file)
+
+    async def _heartbeats(self, ws) -> None:
+        while True:
+            await ws.send(json.dumps({
+                "type": "heartbeat", "ts": time.time(), "version": self.dataplane.version,
+                "servers": _server_health(self.dataplane),
+                "listeners": len(self.dataplane.engine.listeners),
+                "dropped_logs": self.dropped_logs}))
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    def _queue_logs(self, records: list[dict]) -> None:
+        overflow = len(self.logs) + len(records) - MAX_QUEUED_LOGS
+        if overflow > 0:
+            self.dropped_logs += overflow
+        self.logs.extend(records)
+
+    async def _ship_logs(self, ws) -> None:
+        while True:
+            await asyncio.sleep(LOG_BATCH_INTERVAL)
+            self.dataplane.log.flush()
+            while self.logs:
+                batch = [self.logs.popleft() for _ in range(min(len(self.logs), 1000))]
+                await ws.send(json.dumps({"type": "logs", "records": batch}))
+
+    async def _ship_metrics(self, ws) -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL)
+            await ws.send(json.dumps({"type": "metrics", "ts": time.time(),
+                                      **metrics_snapshot(self.dataplane)}))
+
+
+def _server_health(dataplane: DataPlane) -> dict[str, list[dict]]:
+    return {pool.name: [{"server": s.key, "up": s.up, "enabled": s.enabled,
+                         "reason": s.down_reason} for s in pool.servers]
+            for pool in dataplane.iter_pools()}
+
+
+def _stats(stats) -> dict[str, Any]:
+    return {"open_conns": stats.open_conns, "total_conns": stats.total_conns,
+            "responses": list(stats.responses), "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out, "errors": stats.errors,
+            "latency_sum": stats.latency.total, "latency_count": stats.latency.count,
+            "connect_failures": stats.connect_failures}
+
+
+def metrics_snapshot(dataplane: DataPlane) -> dict[str, Any]:
+    """Cumulative counters per virtual service, pool and server (the controller takes rates)."""
+    return {
+        "virtualservices": {vs.uuid or vs.name: _stats(vs.stats)
+                            for vs in dataplane.services.values()},
+        "pools": {pool.uuid or pool.name: {**_stats(pool.stats),
+                                           "servers": {s.key: _stats(s.stats)
+                                                       for s in pool.servers}}
+                  for pool in dataplane.iter_pools()},
+    }
