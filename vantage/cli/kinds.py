@@ -101,6 +101,8 @@ class KindSpec:
 
     def display(self, column: str, obj: dict[str, Any]) -> Any:
         """How `column` of `obj` reads in a table (refs by name, servers as ip:port)."""
+        if column == "url":
+            return obj.get(column)
         return ref_display(obj.get(column))
 
 
