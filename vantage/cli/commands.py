@@ -10,7 +10,7 @@ from cliff import columns, command, lister, show
 
 from vantage.cli.fields import deep_merge, parse_fields, parse_json_argument
 from vantage.cli.kinds import KINDS, KindSpec
-from vantage.client import ClientError
+from vantage.client import ClientError, Unauthorized
 
 #: fields the controller owns; shown first by `show`, never sent back by `set` as changes
 _FIRST = ("uuid", "name", "url", "tenant_ref", "_last_modified")
@@ -79,6 +79,15 @@ class KindCommand:
 
     def client(self) -> Any:
         return self.app.client()  # type: ignore[attr-defined]
+
+    def run(self, parsed_args: argparse.Namespace) -> int:
+        try:
+            return super().run(parsed_args)  # type: ignore[misc]
+        except Unauthorized as exc:
+            client = self.app.client()  # type: ignore[attr-defined]
+            if client.token:
+                exc.message += "; run 'vantage login' to get a new token"
+            raise
 
 
 class ListCommand(KindCommand, lister.Lister):

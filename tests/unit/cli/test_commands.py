@@ -176,3 +176,10 @@ def test_every_kind_has_the_five_commands(vantage, cli_env):
         for action in ("list", "show", "create", "set", "delete"):
             run = vantage(kind, action, "--help")
             assert run.rc == 0 and f"vantage {kind} {action}" in run.out
+
+
+def test_a_refused_token_says_how_to_get_a_new_one(cli_env, stub, vantage):
+    run = vantage("--url", stub.url, "--token", "revoked", "pool", "list")
+    assert run.rc == 1
+    assert run.err == ("error: invalid or revoked token; run 'vantage login' to get a new "
+                       "token (HTTP 401)\n")
