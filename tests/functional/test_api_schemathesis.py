@@ -13,7 +13,7 @@ from tests.functional.conftest import start_controller, stop_controller
 pytest.importorskip("schemathesis")
 
 #: a time budget well under a minute; schemathesis stops generating when it is spent
-MAX_TIME = 35
+MAX_TIME = 25
 MAX_EXAMPLES = 5
 
 

@@ -2,13 +2,19 @@
 read it back in every format, change it, see clear errors, tear it down."""
 from __future__ import annotations
 
+import io
 import json
+import logging
+import os
 import stat
 import subprocess
 import sys
 import uuid as uuidlib
+from unittest import mock
 
 import pytest
+
+from vantage.cli.app import VantageApp
 
 
 class Cli:
@@ -21,11 +27,27 @@ class Cli:
             self.env["VANTAGE_TOKEN"] = token
 
     def __call__(self, *argv: str, ok: bool = True, env: dict | None = None):
+        """Run the `vantage` console script in a process of its own."""
         proc = subprocess.run([sys.executable, "-m", "vantage.cli.app", *argv],
                               env={**self.env, **(env or {})}, capture_output=True, text=True,
                               timeout=60, stdin=subprocess.DEVNULL, check=False)
         if ok:
             assert proc.returncode == 0, (argv, proc.stderr)
+        return proc
+
+    def inproc(self, *argv: str, ok: bool = True):
+        """Run the same command in this process (no interpreter start-up per call)."""
+        out, err = io.StringIO(), io.StringIO()
+        root = logging.getLogger("")
+        handlers = list(root.handlers)
+        with mock.patch.dict(os.environ, self.env, clear=True):
+            try:
+                rc = VantageApp(stdout=out, stderr=err).run(list(argv))
+            finally:
+                root.handlers[:] = handlers
+        proc = subprocess.CompletedProcess(argv, rc, out.getvalue(), err.getvalue())
+        if ok:
+            assert rc == 0, (argv, proc.stderr)
         return proc
 
 
@@ -137,33 +159,36 @@ def test_every_kind_lists(cli):
                  "networkprofile", "sslprofile", "applicationpersistenceprofile", "cloud",
                  "serviceenginegroup", "tenant", "role", "user"):
         assert kind in KINDS
-        objs = json.loads(cli(kind, "list", "-f", "json").stdout)
+        objs = json.loads(cli.inproc(kind, "list", "-f", "json").stdout)
         assert isinstance(objs, list)
-    names = cli("applicationprofile", "list", "-f", "value", "-c", "name").stdout.split()
+    names = cli.inproc("applicationprofile", "list", "-f", "value", "-c", "name").stdout.split()
     assert {"System-HTTP", "System-Secure-HTTP", "System-L4-Application"} <= set(names)
 
 
 def test_generic_fields_create_a_profile(cli):
     name = _n("ap")
-    created = json.loads(cli("applicationprofile", "create", name, "--field",
-                             "type=APPLICATION_PROFILE_TYPE_HTTP", "--json",
-                             '{"http_profile": {"keepalive_timeout": 5000}}',
-                             "-f", "json").stdout)
+    created = json.loads(cli.inproc("applicationprofile", "create", name, "--field",
+                                    "type=APPLICATION_PROFILE_TYPE_HTTP", "--json",
+                                    '{"http_profile": {"keepalive_timeout": 5000}}',
+                                    "-f", "json").stdout)
     assert created["http_profile"]["keepalive_timeout"] == 5000
-    cli("applicationprofile", "delete", name)
+    cli.inproc("applicationprofile", "delete", name)
 
 
 def test_tenants_keep_objects_apart(cli):
     tenant, pool = _n("t"), _n("tpool")
-    cli("tenant", "create", tenant)
+    cli.inproc("tenant", "create", tenant)
     try:
-        cli("--tenant", tenant, "pool", "create", pool)
-        in_tenant = cli("--tenant", tenant, "pool", "list", "-f", "value", "-c", "name").stdout
-        in_admin = cli("pool", "list", "-f", "value", "-c", "name").stdout
+        cli.inproc("--tenant", tenant, "pool", "create", pool)
+        in_tenant = cli.inproc("--tenant", tenant, "pool", "list", "-f", "value", "-c",
+                               "name").stdout
+        in_admin = cli.inproc("pool", "list", "-f", "value", "-c", "name").stdout
         assert pool in in_tenant.split() and pool not in in_admin.split()
-        cli("--tenant", tenant, "pool", "delete", pool)
+        run = cli.inproc("pool", "show", pool, ok=False)
+        assert run.returncode == 1 and "not found" in run.stderr
+        cli.inproc("--tenant", tenant, "pool", "delete", pool)
     finally:
-        cli("tenant", "delete", tenant, ok=False)
+        cli.inproc("tenant", "delete", tenant, ok=False)
 
 
 def test_tls_is_verified_by_default(controller, cli):
