@@ -773,8 +773,9 @@ class ServerConnection(asyncio.Protocol):
         if self.tunnel_client is not None:
             self.tunnel_client.transport.write(data)
             client = self.tunnel_client
+            # the DeadlineSweeper already watches the client: moving its deadline is enough
+            # (there is no per-connection timer to re-arm)
             client.deadline = client.loop.time() + client.vs.tcp.idle_timeout
-            client._arm()
             return
         client = self.client
         if client is None:
