@@ -105,14 +105,15 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(root: int) -> float:
-    """user + system CPU of a process and its live descendants (all threads), in seconds."""
-    ticks = 0
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its live descendants, all threads."""
+    user = system = 0
     for pid in process_tree(root):
         fields = read_proc_stat(pid)
         if fields:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return ticks / CLK_TCK
+            user += int(fields[11])  # utime, field 14
+            system += int(fields[12])  # stime, field 15
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def machine_cpu() -> dict[str, tuple[float, float]]:
@@ -252,7 +253,7 @@ class Backends:
             wait_for_port(port, proc, "nginx (backends)", errlog)
         return cls(ports, proc)
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self) -> tuple[float, float]:
         return cpu_seconds(self.proc.pid)
 
 
@@ -280,7 +281,7 @@ class Proxy:
     def port(self, scenario: Scenario) -> int:
         return self.http_port if scenario.mode == "http" else self.tcp_port
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self) -> tuple[float, float]:
         return cpu_seconds(self.proc.pid)
 
     def alive(self) -> None:
@@ -399,7 +400,8 @@ class Run:
     max_ms: float
     non_2xx: int
     socket_errors: dict[str, int]
-    proxy_cpu_s: float
+    proxy_cpu_s: float  # user + system
+    proxy_user_s: float
     backend_cpu_s: float
     wrk_cpu_s: float
     other_cores: float  # CPU used by everything else on the machine during the run
@@ -421,6 +423,18 @@ class Run:
         """requests (or MiB) per proxy CPU-second."""
         work = self.bytes / MIB if self.bulk else self.requests
         return work / self.proxy_cpu_s if self.proxy_cpu_s > 0 else float("nan")
+
+    @property
+    def user_us(self) -> float:
+        """proxy user CPU per request (per MiB for bulk), microseconds."""
+        work = self.bytes / MIB if self.bulk else self.requests
+        return 1e6 * self.proxy_user_s / max(work, 1e-9)
+
+    @property
+    def system_us(self) -> float:
+        """proxy system CPU per request (per MiB for bulk), microseconds."""
+        work = self.bytes / MIB if self.bulk else self.requests
+        return 1e6 * (self.proxy_cpu_s - self.proxy_user_s) / max(work, 1e-9)
 
     @property
     def proxy_cores(self) -> float:
@@ -445,6 +459,7 @@ class Settings:
     threads: int
     load_cpu: int | None
     proxy_cpu: int | None
+    quiet_wait: float = 0.0
 
     def connections_for(self, scenario: Scenario) -> int:
         return self.bulk_connections if scenario.bulk else self.connections
@@ -492,7 +507,8 @@ def measure(procs: Processes, settings: Settings, proxy: Proxy, backends: Backen
     seconds = summary["duration_us"] / 1e6
     # only wrk (and its taskset, the same process) is reaped between the two getrusage calls
     wrk_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
-    proxy_cpu, backend_cpu = proxy1 - proxy0, backend1 - backend0
+    proxy_user = proxy1[0] - proxy0[0]
+    proxy_cpu, backend_cpu = sum(proxy1) - sum(proxy0), sum(backend1) - sum(backend0)
 
     def delta(cpu: str, i: int) -> float:
         return machine1[cpu][i] - machine0[cpu][i]
@@ -510,10 +526,30 @@ def measure(procs: Processes, settings: Settings, proxy: Proxy, backends: Backen
         non_2xx=int(summary["status_errors"]),
         socket_errors={k: int(summary[f"{k}_errors" if k != "timeouts" else k])
                        for k in ("connect", "read", "write", "timeouts")},
-        proxy_cpu_s=proxy_cpu, backend_cpu_s=backend_cpu, wrk_cpu_s=wrk_cpu,
+        proxy_cpu_s=proxy_cpu, proxy_user_s=proxy_user, backend_cpu_s=backend_cpu, wrk_cpu_s=wrk_cpu,
         other_cores=other / seconds, other_proxy_cpu_cores=other_on_proxy_cpu / seconds,
         steal_cores=delta("cpu", 1) / seconds,
         log_bytes=proxy.log_bytes() - log0)
+
+
+def wait_for_quiet(roots: list[int], max_wait: float) -> float:
+    """Wait, at most max_wait seconds, until processes not started here use less than
+    NOISE_CORES; returns the last reading (cores). Samples one second at a time."""
+    deadline = time.monotonic() + max_wait
+    announced = False
+    while True:
+        ours0, machine0 = sum(sum(cpu_seconds(r)) for r in roots), machine_cpu()
+        t0 = time.monotonic()
+        time.sleep(1)
+        ours1, machine1 = sum(sum(cpu_seconds(r)) for r in roots), machine_cpu()
+        other = ((machine1["cpu"][0] - machine0["cpu"][0]) - (ours1 - ours0)) \
+            / (time.monotonic() - t0)
+        if other < NOISE_CORES or time.monotonic() >= deadline:
+            return other
+        if not announced:
+            print(f"  (other processes use {other:.2f} cores: waiting up to {max_wait:g} s "
+                  "for a quieter machine)", flush=True)
+            announced = True
 
 
 def warm_up(procs: Processes, settings: Settings, proxy: Proxy, scenario: Scenario,
@@ -641,8 +677,8 @@ def _num(value: float | None, digits: int = 0) -> str:
 SUMMARY_COLUMNS = ("Scenario", "Unit", "HAProxy", "vantage-se", "ratio", "HAProxy per CPU-s",
                    "vantage-se per CPU-s", "efficiency ratio", "target", "flags")
 DETAIL_COLUMNS = ("Scenario", "Proxy", "rate, median (min–max)", "p50 ms", "p99 ms",
-                  "proxy cores", "wrk + backend cores", "other cores (on proxy CPU)",
-                  "errors (non-2xx / socket)", "log bytes/req")
+                  "proxy cores", "proxy CPU µs user + sys", "wrk + backend cores",
+                  "other cores (on proxy CPU)", "errors (non-2xx / socket)", "log bytes/req")
 
 
 def markdown_header(columns: tuple[str, ...]) -> list[str]:
@@ -655,9 +691,11 @@ def summary_table(summaries: list[Summary]) -> list[str]:
         ratio, eff_ratio = s.ratio("rate"), s.ratio("efficiency")
         target = ""
         if s.scenario.target is not None:
-            target = f"≥ {s.scenario.target:.1f}"
-            if ratio is not None:
-                target += " met" if ratio >= s.scenario.target else " not met"
+            goal = s.scenario.target
+            target = f"≥ {goal:.1f}"
+            if ratio is not None and eff_ratio is not None:
+                target += (f": req/s {'met' if ratio >= goal else 'not met'}, per CPU-s "
+                           f"{'met' if eff_ratio >= goal else 'not met'}")
         flags = "; ".join(s.flags(HAPROXY) + s.flags(VANTAGE))
         lines.append(
             f"| {s.scenario.title} | {s.scenario.unit} | {_num(s.median(HAPROXY, 'rate'))} | "
@@ -683,6 +721,7 @@ def detail_table(summaries: list[Summary]) -> list[str]:
                 f"{statistics.median(rates):,.0f} {s.scenario.unit} "
                 f"({min(rates):,.0f}–{max(rates):,.0f}) | {s.median(proxy, 'p50_ms'):.2f} | "
                 f"{s.median(proxy, 'p99_ms'):.2f} | {s.median(proxy, 'proxy_cores'):.2f} | "
+                f"{s.median(proxy, 'user_us'):.1f} + {s.median(proxy, 'system_us'):.1f} | "
                 f"{s.median(proxy, 'load_cores'):.2f} | {s.median(proxy, 'other_cores'):.2f} "
                 f"({s.median(proxy, 'other_proxy_cpu_cores'):.2f}) | "
                 f"{non_2xx} / {sock} | {log_per_req:.0f} |")
@@ -745,10 +784,11 @@ Targets on one worker: L7 keep-alive ≥ 0.8× HAProxy, L4 ≥ 1.0× HAProxy (re
 Rates are medians over the repetitions; ratios are vantage-se / HAProxy. "Per CPU-s" is
 requests (MiB for 1 MiB responses) per CPU-second the proxy consumed (utime + stime from /proc,
 all its processes): the steadiest figure on a shared machine, since it does not depend on how
-much CPU the proxy got.{flags_note}
+much CPU the proxy got. The target column judges both ratios.{flags_note}
 
 {detail_table}
 
+"proxy CPU µs" is the proxy's user and system CPU per request (per MiB for 1 MiB responses).
 "proxy cores" near 1.0 means the proxy was the bottleneck; below that, wrk and the backends
 (sharing the other CPU) limited the rate, and the efficiency ratio is the fairer comparison.
 "other cores" is CPU used by unrelated processes during the runs (in brackets: on the proxies'
@@ -772,8 +812,9 @@ line per connection, when it closes.
   `Connection: close`; L4 sends the same HTTP requests through the TCP listener.
 - Pinning: {pinning}.
 - Each scenario: {warmup:g} s warm-up per proxy, then {runs} repetitions alternating which
-  proxy goes first, to cancel drift. Before measuring, each proxy was checked to answer 200
-  from both backends through both listeners.
+  proxy goes first, to cancel drift. Before each run the benchmark waits (up to
+  {quiet_wait:g} s) until other processes use less than 0.3 of a core. Before measuring, each
+  proxy was checked to answer 200 from both backends through both listeners.
 - Reproduce: `python -m benchmarks.dataplane` (or `tox -e bench`); see `benchmarks/README.md`.
 """
 
@@ -786,8 +827,8 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
     else:
         pinning = "none (fewer than 2 CPUs available)"
     flagged = any(s.flags(HAPROXY) + s.flags(VANTAGE) for s in summaries)
-    flags_note = (" Flags mark runs with non-2xx responses or socket errors, or where other "
-                  f"processes used more than {NOISE_CORES} of a core.") if flagged else ""
+    flags_note = ("\nFlags mark runs with non-2xx responses or socket errors, or where other "
+                  f"processes used more than {NOISE_CORES}\nof a core.") if flagged else ""
     versions = "".join(f"{k} {env[k]}, " for k in ("vantage", "uvloop", "httptools")
                        if k in env)
     return DOCS_TEMPLATE.format(
@@ -836,6 +877,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--only", choices=(HAPROXY, VANTAGE),
                         help="measure one proxy only (no ratios; docs are not written)")
+    parser.add_argument("--quiet-wait", type=float, default=15.0,
+                        help="before each run, wait up to this many seconds for other "
+                             "processes to use under 0.3 of a core (default 15; 0 = no check)")
     parser.add_argument("--no-write", action="store_true",
                         help="do not update docs/performance.md")
     parser.add_argument("--profile", action="store_true",
@@ -857,8 +901,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("duration", "runs", "connections", "bulk_connections", "threads"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.warmup < 0:
-        parser.error("--warmup must be 0 or more")
+    if args.warmup < 0 or args.quiet_wait < 0:
+        parser.error("--warmup and --quiet-wait must be 0 or more")
     if args.profile and args.only == HAPROXY:
         parser.error("--profile profiles vantage-se: drop --only haproxy")
     return args
@@ -913,13 +957,18 @@ def _main(args: argparse.Namespace, procs: Processes, tmpdir: Path, command: str
         proxy_cpu = load_cpu = None
         print(f"warning: CPUs {sorted(cpus)} available; running without pinning")
     settings = Settings(args.duration, args.warmup, args.runs, args.connections,
-                        args.bulk_connections, args.threads, load_cpu, proxy_cpu)
+                        args.bulk_connections, args.threads, load_cpu, proxy_cpu,
+                        args.quiet_wait)
     scenarios = [SCENARIOS[name] for name in args.scenario_list]
-    estimate = len(scenarios) * len(names) * (settings.warmup + settings.runs * settings.duration)
+    measured = len(scenarios) * len(names) * settings.runs
+    estimate = (len(scenarios) * len(names) * settings.warmup
+                + measured * (settings.duration + (1 if settings.quiet_wait else 0)))
     if args.profile:
         estimate += 2 * (max(3, int(settings.duration)) + 3)
+    waiting = (f", plus up to {measured * settings.quiet_wait / 60:.1f} min waiting for a quiet "
+               "machine" if settings.quiet_wait else "")
     print(f"dataplane benchmark: {', '.join(PROXY_LABELS[n] for n in names)}; "
-          f"{', '.join(s.name for s in scenarios)}; about {estimate / 60:.1f} min")
+          f"{', '.join(s.name for s in scenarios)}; about {estimate / 60:.1f} min{waiting}")
 
     env = environment(vantage_bin)
     backends = Backends.start(procs, tmpdir, load_cpu)
@@ -943,6 +992,9 @@ def _main(args: argparse.Namespace, procs: Processes, tmpdir: Path, command: str
         for rep in range(settings.runs):
             order = names if rep % 2 == 0 else list(reversed(names))
             for name in order:
+                if settings.quiet_wait > 0:
+                    wait_for_quiet([backends.proc.pid, *(p.proc.pid for p in proxies.values())],
+                                   settings.quiet_wait)
                 run = measure(procs, settings, proxies[name], backends, scenario, rep, script)
                 summary.runs[name].append(run)
                 print(describe(run), flush=True)
