@@ -99,8 +99,8 @@ FAILURE_EVENTS = frozenset({Event.PROBE_FAILED, Event.MAINTENANCE, Event.PASSIVE
 class MonitorVerdict:
     """One active monitor's opinion of one server, with the run of identical results so far."""
 
-    __slots__ = ("_run", "_run_event", "detail", "failed_checks", "name", "reason", "state",
-                 "successful_checks")
+    __slots__ = ("_run", "_run_event", "checked_at", "detail", "failed_checks", "name", "reason",
+                 "state", "successful_checks")
 
     def __init__(self, name: str, successful_checks: int, failed_checks: int) -> None:
         self.name = name
@@ -109,6 +109,8 @@ class MonitorVerdict:
         self.reason: str | None = None
         #: text that came with the latest result, passing or not (e.g. "unsupported")
         self.detail: str | None = None
+        #: `now` of the latest active result, or None before the first
+        self.checked_at: float | None = None
         self.successful_checks = successful_checks
         self.failed_checks = failed_checks
         self._run_event: Event | None = None
@@ -199,7 +201,7 @@ class ServerHealth:
         if verdict is None:
             raise ValueError(f"monitor {monitor!r} is not one of {sorted(self.monitors)} "
                              f"for server {self.server.key}")
-        verdict.detail = reason
+        verdict.detail, verdict.checked_at = reason, now
         if maintenance:
             event, reason = Event.MAINTENANCE, MAINTENANCE_REASON
         elif ok:
