@@ -22,6 +22,15 @@ HOP_BY_HOP = frozenset((b"connection", b"proxy-connection", b"keep-alive", b"te"
 METHODS_WITHOUT_BODY = frozenset((b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"))
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
+#: fields that frame or route a message: a Connection option naming them is ignored, since
+#: dropping them would let the body be read as the next request (RFC 9110 §7.6.1: a sender
+#: must not list them; a proxy must not let a client strip them)
+NOT_HOP_BY_HOP = frozenset((b"content-length", b"host"))
+
+#: bytes of a valid Host value: uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2)
+_HOST_CHARS = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+               b"-._~%!$&'()*+,;=:[]")
+
 REASONS = {
     100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 204: b"No Content",
     301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified",
@@ -110,7 +119,8 @@ class RequestReader:
     """Client-side parser: enforces limits and framing rules, then hands on clean requests."""
 
     __slots__ = ("_handler", "_parser", "_settings", "_head", "_url", "_in_head", "_head_bytes",
-                 "_header_bytes", "_trailers", "_failed", "_hash_header", "_xff", "_replaced")
+                 "_header_bytes", "_trailers", "_failed", "_hash_header", "_xff", "_replaced",
+                 "_codings")
 
     def __init__(self, handler: RequestHandler, settings: HttpSettings,
                  hash_header: bytes | None = None) -> None:
@@ -124,6 +134,8 @@ class RequestReader:
         self._header_bytes = 0
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._failed = False
+        #: transfer codings of the request in flight, in order (None: no Transfer-Encoding)
+        self._codings: list[bytes] | None = None
         self._hash_header = hash_header
         self._xff = settings.xff_header.lower() if settings.xff_enabled else None
         #: fields the proxy sets itself: what the client sent under these names is dropped
@@ -179,6 +191,7 @@ class RequestReader:
         self._head_bytes = 0
         self._header_bytes = 0
         self._trailers = None
+        self._codings = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -207,7 +220,13 @@ class RequestReader:
         if lname in HOP_BY_HOP:
             # RFC 9110 §7.6.1: not forwarded; framing is re-declared per connection
             if lname == b"transfer-encoding":
-                head.chunked = True  # llhttp accepts only codings ending in chunked (§6.1)
+                # the codings are checked once all are known (on_headers_complete): llhttp
+                # would report a bad list only after the request was handed on
+                head.chunked = True
+                if self._codings is None:
+                    self._codings = []
+                self._codings += [c.strip(b" ").lower() for c in value.split(b",")
+                                  if c.strip(b" ")]
             elif lname == b"connection":
                 head.connection = value if head.connection is None else head.connection + b"," + value
             elif lname == b"upgrade":
@@ -223,6 +242,9 @@ class RequestReader:
             if head.host is not None:
                 # RFC 9112 §3.2: more than one Host field is a 400
                 raise _Reject(400, "more than one Host header")
+            if value.translate(None, _HOST_CHARS):
+                # RFC 9112 §3.2: a Host field with an invalid value is a 400
+                raise _Reject(400, "invalid Host header value")
             head.host = value
         elif lname == b"content-length":
             head.content_length = int(value)  # llhttp validated digits and uniqueness
@@ -256,6 +278,15 @@ class RequestReader:
         if head.chunked and version == "1.0":
             # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing
             raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if self._codings is not None:
+            codings = self._codings
+            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+                # RFC 9112 §6.3 rule 4: the body length cannot be determined: 400 and close
+                raise _Reject(400, "Transfer-Encoding does not end in a single chunked coding")
+            if len(codings) > 1:
+                # RFC 9112 §6.1: codings we cannot pass on (only chunked is re-declared)
+                raise _Reject(501, "Transfer-Encoding "
+                                   f"{b', '.join(codings).decode('latin-1')!r} is not supported")
         if head.chunked:
             head.content_length = None
         max_body = self._settings.max_body_size
@@ -264,9 +295,16 @@ class RequestReader:
         target = head.target
         if target[:1] != b"/" and target != b"*":
             # absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host
-            parts = urllib.parse.urlsplit(target)
+            try:
+                parts = urllib.parse.urlsplit(target)
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+            except ValueError:
+                raise _Reject(400, "invalid request target authority") from None
             if parts.scheme not in (b"http", b"https") or not parts.netloc:
                 raise _Reject(400, "invalid request target")
+            if parts.netloc.translate(None, _HOST_CHARS):
+                # includes userinfo ("@"), an error for http(s) URIs (RFC 9110 §4.2.4)
+                raise _Reject(400, "invalid request target authority")
             head.host = parts.netloc
             head.target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
             head.headers = [(n, v) for n, v in head.headers if n.lower() != b"host"]
@@ -413,6 +451,7 @@ def connection_tokens(connection: bytes | None) -> frozenset[bytes]:
         return frozenset()
     tokens = {t.strip().lower() for t in connection.split(b",")}
     tokens -= {b"close", b"keep-alive", b"upgrade", b""}
+    tokens -= NOT_HOP_BY_HOP
     return frozenset(tokens)
 
 
