@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
 import time
 from time import perf_counter
 
@@ -538,7 +539,7 @@ class ClientConnection(asyncio.Protocol):
             ex.reason = reason
             ex.keep_alive = False
             self._finish(ex, aborted=True)
-            self.transport.abort()
+            self._end_truncated(ex)
             return
         server = ex.server
         if stale and not ex.retried_stale and not ex.head.has_body:
@@ -559,7 +560,7 @@ class ClientConnection(asyncio.Protocol):
         if ex.response_started:
             ex.keep_alive = False
             self._finish(ex, aborted=True)
-            self.transport.abort()
+            self._end_truncated(ex)
         else:
             self._respond_error(ex, 504, ex.reason)
 
@@ -568,6 +569,23 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     # endings -------------------------------------------------------------------------------
+
+    def _end_truncated(self, ex: Exchange) -> None:
+        """The server side failed after the response head was relayed. With Content-Length or
+        chunked framing the client can tell the body is incomplete: deliver what was relayed,
+        then FIN. A close-delimited body (RFC 9112 §6.3 rule 8) would look complete after a
+        FIN, so that connection is reset (SO_LINGER 0) instead."""
+        self.closing = True
+        if ex.framing != http1.FRAME_CLOSE:
+            self.transport.close()
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
 
     def _start_tunnel(self, ex: Exchange, upstream: "ServerConnection") -> None:
         self._finish(ex)
