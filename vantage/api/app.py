@@ -109,9 +109,12 @@ def build_services(conf, *, store: Store | None = None,
     return Services(store, objects, AuthService(objects, AuthSettings.from_conf(conf)))
 
 
-def create_app(conf, *, services: Services | None = None, **kwargs) -> falcon.asgi.App:
+def create_app(conf, *, services: Services | None = None, control_plane=None,
+               **kwargs) -> falcon.asgi.App:
     """The REST API for `conf` (see vantage.conf). `services` defaults to
-    `build_services(conf, **kwargs)`."""
+    `build_services(conf, **kwargs)`. With a `control_plane` (vantage.controller.controlplane),
+    the app also serves the SE channel and runtime sub-resources, and runs the control loop
+    for as long as the server runs."""
     services = services or build_services(conf, **kwargs)
     workers = _Workers(conf.api.workers)
     run = workers.run
@@ -136,4 +139,7 @@ def create_app(conf, *, services: Services | None = None, **kwargs) -> falcon.as
     for kind in KINDS:
         app.add_route(f"/api/{kind}", Collection(ctx, kind))
         app.add_route(f"/api/{kind}/{{uuid}}", Item(ctx, kind))
+    if control_plane is not None:
+        from vantage.api import controlplane
+        controlplane.install(app, ctx, control_plane)
     return app

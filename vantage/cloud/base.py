@@ -167,7 +167,7 @@ class CloudDriver(abc.ABC):
         """
         return None
 
-    def detach_network(self, se_uuid: str, network: str) -> None:
+    def detach_network(self, se_uuid: str, network: str) -> None:  # noqa: B027 - optional
         """Remove an SE's interface on a data network. :raises CloudError:"""
 
     @abc.abstractmethod
@@ -184,5 +184,5 @@ class CloudDriver(abc.ABC):
     def unplumb_vip(self, se_uuid: str, vip: str) -> None:
         """Undo plumb_vip; a VIP that is not plumbed is not an error. :raises CloudError:"""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional
         """Release connections to the cloud."""

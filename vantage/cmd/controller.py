@@ -15,6 +15,25 @@ def _announce_password(path: str, password: str) -> None:
           flush=True)
 
 
+def _controller_url(conf, scheme: str) -> str:
+    """Where SEs reach this controller."""
+    if conf.controlplane.controller_url:
+        return conf.controlplane.controller_url
+    host = conf.api.bind_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{conf.api.bind_port}"
+
+
+def _read(path: str | None) -> str | None:
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def main(argv: list[str] | None = None) -> int:
     conf = build_conf(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if conf.debug else logging.INFO,
@@ -24,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from vantage.api.app import create_app
+    from vantage.api.app import build_services, create_app
     from vantage.controller.certs import ensure_self_signed
+    from vantage.controller.controlplane import create_control_plane
 
     os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
     ssl_args = {}
@@ -40,14 +60,20 @@ def main(argv: list[str] | None = None) -> int:
             if ensure_self_signed(cert, key, [conf.api.bind_host]):
                 log.info("generated a self-signed certificate in %s", cert)
         ssl_args = {"ssl_certfile": cert, "ssl_keyfile": key}
+    scheme = "https" if ssl_args else "http"
     try:
-        app = create_app(conf, announce_password=_announce_password)
+        services = build_services(conf, announce_password=_announce_password)
+        control_plane = None
+        if conf.controlplane.enabled:
+            control_plane = create_control_plane(
+                conf, services.store, controller_url=_controller_url(conf, scheme),
+                controller_ca=_read(ssl_args.get("ssl_certfile")))
+        app = create_app(conf, services=services, control_plane=control_plane)
     except Exception as exc:  # a clear line rather than a traceback for a broken start
         log.error("cannot start: %s", exc)
         if conf.debug:
             raise
         return 1
-    scheme = "https" if ssl_args else "http"
     log.info("serving the REST API on %s://%s:%d", scheme, conf.api.bind_host, conf.api.bind_port)
     uvicorn.run(app, host=conf.api.bind_host, port=conf.api.bind_port, log_level="warning",
                 access_log=False, lifespan="on", server_header=False, **ssl_args)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from vantage.conf import api, auth, database, default, secrets
+from vantage.conf import api, auth, controlplane, database, default, secrets
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    for module in (default, api, auth, database, secrets):
+    for module in (default, api, auth, database, secrets, controlplane):
         module.register_opts(conf)
 
 

@@ -1,7 +1,7 @@
 """Option listing for oslo-config-generator (`vantage.conf.opts:list_opts`)."""
 from __future__ import annotations
 
-from vantage.conf import api, auth, database, default, secrets
+from vantage.conf import api, auth, controlplane, database, default, secrets
 
 
 def list_opts():
@@ -11,4 +11,5 @@ def list_opts():
         (auth.GROUP, auth.opts),
         (database.GROUP, database.opts),
         (secrets.GROUP, secrets.opts),
+        *controlplane.list_opts(),
     ]

@@ -65,6 +65,7 @@ class CompiledService:
 @dataclasses.dataclass(frozen=True)
 class CompiledConfig:
     version: str | None
+    #: keyed by UUID when the object has one, else by name
     pools: dict[str, CompiledPool]
     services: dict[str, CompiledService]
 
@@ -100,11 +101,17 @@ class _Catalogue:
 
     def add(self, obj: VantageObject) -> str | None:
         key = (obj.kind, obj.name)
+        if obj.uuid:
+            # objects with UUIDs (pushed by a controller, which refers by UUID) may share a
+            # name: tenants name their objects independently
+            if (obj.kind, obj.uuid) in self.by_uuid:
+                return f"two {obj.kind} objects have the UUID {obj.uuid}"
+            self.by_uuid[(obj.kind, obj.uuid)] = obj
+            self.by_name.setdefault(key, obj)
+            return None
         if key in self.by_name and not self.by_name[key].name.startswith("System-"):
             return f"two {obj.kind} objects are named {obj.name!r}"
         self.by_name[key] = obj
-        if obj.uuid:
-            self.by_uuid[(obj.kind, obj.uuid)] = obj
         return None
 
     def resolve(self, value: str, kind: str) -> VantageObject:
@@ -174,7 +181,7 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
         for i, server in enumerate(pool.servers):
             if ipaddress.ip_address(server.ip.addr).is_unspecified:
                 problems.append(f"{label}.servers[{i}].ip.addr: {server.ip.addr} is not a host")
-        pools[pool.name] = CompiledPool(pool, tuple(monitors))
+        pools[pool.uuid or pool.name] = CompiledPool(pool, tuple(monitors))
 
     services: dict[str, CompiledService] = {}
     bound: dict[tuple[str, int], str] = {}
@@ -225,8 +232,8 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                     problems.append(f"{label}.services: {address[0]}:{address[1]} is already "
                                     f"used by virtualservice {other!r}")
                 bound[address] = vs.name
-        services[vs.name] = CompiledService(vs, tuple(listen), pool.name if pool else None,
-                                            app, net)
+        services[vs.uuid or vs.name] = CompiledService(
+            vs, tuple(listen), (pool.uuid or pool.name) if pool else None, app, net)
     if problems:
         raise ConfigError(problems)
     return CompiledConfig(str(version) if version is not None else None, pools, services)

@@ -82,33 +82,33 @@ class DataPlane:
         and OSError is raised."""
         new_pools: dict[str, _PoolEntry] = {}
         started: list[PoolHealthChecker] = []
-        for name, spec in config.pools.items():
-            current = self.pools.get(name)
+        for key, spec in config.pools.items():
+            current = self.pools.get(key)
             if current is not None and current.spec == spec:
-                new_pools[name] = current
+                new_pools[key] = current
                 continue
             runtime = self._pool_runtime(spec, current.runtime if current else None)
-            checker = PoolHealthChecker(name, runtime.servers, spec.monitors,
+            checker = PoolHealthChecker(spec.model.name, runtime.servers, spec.monitors,
                                         passive=spec.model.inline_health_monitor,
                                         on_change=runtime.server_health_changed)
             runtime.health_checker = checker
-            new_pools[name] = _PoolEntry(spec, runtime, checker)
+            new_pools[key] = _PoolEntry(spec, runtime, checker)
             started.append(checker)
 
         services: dict[str, VirtualServiceRuntime] = {}
-        for name, spec in config.services.items():
+        for key, spec in config.services.items():
             if not spec.model.enabled:
                 continue
             pool = new_pools[spec.pool].runtime if spec.pool else None
             analytics = spec.model.analytics_policy
-            services[name] = VirtualServiceRuntime(
-                name=name, uuid=spec.model.uuid, mode=spec.mode, listen=list(spec.listen),
+            services[key] = VirtualServiceRuntime(
+                name=spec.model.name, uuid=spec.model.uuid, mode=spec.mode, listen=list(spec.listen),
                 pool=pool, log=self.log, http=http_settings(spec), tcp=tcp_settings(spec),
                 source_ip=self.source_ip,
                 full_client_logs=analytics.full_client_logs.enabled if analytics else True)
-            old = self.services.get(name)
+            old = self.services.get(key)
             if old is not None:
-                services[name].stats = old.stats  # counters continue across reloads
+                services[key].stats = old.stats  # counters continue across reloads
 
         await self.engine.update(list(services.values()))
         for checker in started:

@@ -1,0 +1,613 @@
+"""The control loop: desired state in the store -> SEs, placements and pushed configurations.
+
+Every pass reads a snapshot of the store, asks `placement.place` where each virtual service
+runs, creates or removes SEs through the cloud driver, allocates VIPs, compiles one
+configuration document per SE (only the virtual services placed on it, with everything they
+refer to) and pushes it to that SE if it changed. SE health comes from the channel's
+heartbeats (SeManager). Runtime state (oper status with reason, SEs, placement history) is
+kept here and served by the API.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from vantage.cloud.base import Bootstrap, CloudDriver, CloudError, SeSpec, SeState
+from vantage.controller import placement
+from vantage.controller.semanager import SeCredentials, SeManager
+from vantage.db.store import StoredObject
+
+LOG = logging.getLogger("vantage.controller.controlplane")
+
+SE_DOC_KINDS = ("healthmonitor", "pool", "applicationprofile", "networkprofile", "vsvip",
+                "virtualservice")
+_META = ("tenant_ref", "url", "_last_modified", "last_modified")
+
+
+@dataclasses.dataclass
+class VsRuntime:
+    oper_status: str = "OPER_DOWN"
+    reason: str | None = "not placed yet"
+    vip: list[str] = dataclasses.field(default_factory=list)
+    service_engines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    history: deque = dataclasses.field(default_factory=lambda: deque(maxlen=20))
+    since: float = dataclasses.field(default_factory=time.time)
+
+    def as_dict(self, uuid: str, name: str) -> dict[str, Any]:
+        return {"uuid": uuid, "name": name, "oper_status": {
+                    "state": self.oper_status, "reason": [self.reason] if self.reason else [],
+                    "last_changed_time": {"secs": int(self.since)}},
+                "vip_summary": [{"ip_address": {"addr": a, "type": "V4"}} for a in self.vip],
+                "service_engine": self.service_engines,
+                "placement_history": list(self.history)}
+
+
+@dataclasses.dataclass
+class SeRecord:
+    uuid: str
+    name: str
+    group: str
+    created_at: float
+    idle_since: float | None = None
+    state: str = "creating"
+    reason: str | None = None
+
+
+class ControlPlane:
+    def __init__(self, conf, store, *, driver_classes: dict[str, type[CloudDriver]],
+                 controller_url: str, controller_ca: str | None) -> None:
+        self.conf = conf
+        self.store = store
+        self.driver_classes = driver_classes
+        #: cloud uuid -> its driver instance
+        self.drivers: dict[str, CloudDriver] = {}
+        self.controller_url = controller_url
+        self.controller_ca = controller_ca
+        cp = conf.controlplane
+        state = Path(conf.state_path)
+        self.credentials = SeCredentials(state / "se-credentials.json",
+                                         token_ttl=cp.bootstrap_token_ttl)
+        self.semanager = SeManager(self.credentials, heartbeat_timeout=cp.se_heartbeat_timeout,
+                                   known=self._known_se)
+        self.semanager.on_connect = self._on_se_connect
+        self.semanager.on_ack = self._on_ack
+        self.semanager.on_disconnect = self._on_se_disconnect
+        self.vs_runtime: dict[str, VsRuntime] = {}
+        self.placements: dict[str, placement.VsPlacement] = {}
+        self.ses: dict[str, SeRecord] = {}
+        self.se_docs: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.se_rejections: dict[str, dict[str, str]] = {}
+        self.analytics_sinks: list = []
+        self.semanager.on_message = self._on_se_message
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self.passes = 0
+        self.last_error: str | None = None
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def _known_se(self, se_uuid: str) -> bool:
+        with self.store.begin() as tx:
+            obj = tx.get(se_uuid)
+        return obj is not None and obj.kind == "serviceengine"
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def wake(self) -> None:
+        """Run a pass soon (called after API writes)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        interval = self.conf.controlplane.reconcile_interval
+        while True:
+            try:
+                await self.reconcile()
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must survive any one bad pass
+                self.last_error = str(exc)
+                LOG.exception("control loop pass failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    # one pass ----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            snapshot = await asyncio.to_thread(self._snapshot)
+            await self._reconcile(snapshot)
+            self.passes += 1
+
+    def _snapshot(self) -> dict[str, dict[str, StoredObject]]:
+        kinds = SE_DOC_KINDS + ("serviceenginegroup", "serviceengine", "cloud")
+        snap: dict[str, dict[str, StoredObject]] = {}
+        with self.store.begin() as tx:
+            for kind in kinds:
+                _, objs = tx.list(kind, None, limit=None)
+                snap[kind] = {o.uuid: o for o in objs}
+        return snap
+
+    async def _reconcile(self, snap: dict[str, dict[str, StoredObject]]) -> None:
+        now = time.time()
+        groups = {uuid: _group_spec(o) for uuid, o in snap["serviceenginegroup"].items()}
+        default_group = next((u for u, o in snap["serviceenginegroup"].items()
+                              if o.name == "Default-Group"), None)
+        # SEs the controller knows of: from the store, with health from the channel
+        for uuid, obj in snap["serviceengine"].items():
+            if uuid not in self.ses:
+                self.ses[uuid] = SeRecord(uuid, obj.name, obj.body.get("se_group_ref") or "",
+                                          created_at=now, state="adopted")
+        for uuid in list(self.ses):
+            if uuid not in snap["serviceengine"]:
+                del self.ses[uuid]
+        statuses = []
+        timeout = self.conf.controlplane.se_create_timeout
+        for record in self.ses.values():
+            alive = self.semanager.is_alive(record.uuid)
+            # a new SE has se_create_timeout to register; one known from before a controller
+            # restart has a few heartbeat periods to reconnect before it counts as down (so a
+            # restarted controller adopts its SEs instead of creating new ones)
+            grace = timeout if record.state == "creating" else \
+                max(10.0, 3 * self.conf.controlplane.se_heartbeat_timeout)
+            pending = (not alive and record.state in ("creating", "adopted")
+                       and now - record.created_at < grace)
+            if alive:
+                record.state, record.reason = "up", None
+            elif record.state == "up" or (record.state == "adopted" and not pending):
+                record.state, record.reason = "down", "missed heartbeats"
+                LOG.warning("SE %s (%s) is down: no heartbeat for %.0fs", record.name,
+                            record.uuid, self.conf.controlplane.se_heartbeat_timeout)
+            statuses.append(placement.SeStatus(record.uuid, record.group, alive, pending))
+
+        demands = []
+        names = {}
+        for uuid, vs in snap["virtualservice"].items():
+            names[uuid] = vs.name
+            if not vs.body.get("enabled", True):
+                continue
+            group = vs.body.get("se_group_ref") or default_group
+            demands.append(placement.VsDemand(uuid, vs.name, group))
+        result = placement.place(groups, statuses, demands, self.placements)
+        self._record_moves(result, names, now)
+        self.placements = result.placements
+
+        await self._scale(snap, groups, result, now)
+        await asyncio.to_thread(self._allocate_vips, snap)
+        docs = self._documents(snap, result)
+        for se_uuid, (version, document) in docs.items():
+            session = self.semanager.sessions.get(se_uuid)
+            if session is None:
+                continue
+            if session.applied_version != version and session.sent_version != version:
+                await self.semanager.push(se_uuid, version, document)
+        self.se_docs = docs
+        self._update_runtime(snap, result, docs, now)
+
+    def _record_moves(self, result: placement.PlacementResult, names: dict[str, str],
+                      now: float) -> None:
+        for vs_uuid, new in result.placements.items():
+            old = self.placements.get(vs_uuid)
+            if old != new:
+                runtime = self.vs_runtime.setdefault(vs_uuid, VsRuntime())
+                runtime.history.append({
+                    "time": now, "primary": new.active[0] if new.active else None,
+                    "active": list(new.active), "standby": new.standby,
+                    "previous": list(old.active) if old else []})
+                LOG.info("virtual service %s placed on %s%s", names.get(vs_uuid, vs_uuid),
+                         ", ".join(new.active), f" (standby {new.standby})" if new.standby else "")
+
+    # SEs ---------------------------------------------------------------------------------
+
+    def _driver_for(self, snap, group_uuid: str) -> CloudDriver | None:
+        group = snap["serviceenginegroup"].get(group_uuid)
+        cloud_uuid = group.body.get("cloud_ref") if group else None
+        cloud = snap["cloud"].get(cloud_uuid) if cloud_uuid else None
+        if cloud is None:
+            return None
+        driver = self.drivers.get(cloud.uuid)
+        if driver is None:
+            driver = self.drivers[cloud.uuid] = self.make_driver(cloud)
+        return driver
+
+    def make_driver(self, cloud: StoredObject) -> CloudDriver:
+        vtype = cloud.body.get("vtype", "CLOUD_NONE")
+        cls = self.driver_classes.get(vtype)
+        if cls is None:
+            raise CloudError(f"cloud '{cloud.name}' has vtype {vtype}, which no installed "
+                             f"driver serves (installed: {', '.join(sorted(self.driver_classes))})")
+        return cls({**cloud.body, "uuid": cloud.uuid, "name": cloud.name}, conf=self.conf,
+                   state_path=self.conf.state_path)
+
+    def load_drivers(self) -> None:
+        """Create the driver of every configured cloud now: a cloud whose driver is missing
+        or broken stops the controller at start, not at the first virtual service."""
+        with self.store.begin() as tx:
+            _, clouds = tx.list("cloud", None, limit=None)
+        for cloud in clouds:
+            self.drivers[cloud.uuid] = self.make_driver(cloud)
+
+    async def _scale(self, snap, groups, result: placement.PlacementResult, now: float) -> None:
+        for group_uuid, count in result.create.items():
+            group = groups[group_uuid]
+            members = [r for r in self.ses.values() if r.group == group_uuid]
+            room = group.max_se - len(members)
+            # replace dead SEs first: they count against max_se until deleted
+            for record in [r for r in members if r.state in ("down", "failed")
+                           or (r.state == "creating" and now - r.created_at >=
+                               self.conf.controlplane.se_create_timeout)]:
+                await self._delete_se(snap, record, "replaced: " + (record.reason or record.state))
+                room += 1
+            for _ in range(max(0, min(count, room))):
+                await self._create_se(snap, group_uuid, group)
+        # idle SEs go after the group's deprovision delay (buffer SEs are not idle)
+        for se_uuid in result.idle:
+            record = self.ses.get(se_uuid)
+            if record is None:
+                continue
+            group = groups.get(record.group)
+            if record.state in ("down", "failed") and not self.semanager.is_alive(se_uuid):
+                if now - record.created_at > self.conf.controlplane.se_create_timeout:
+                    await self._delete_se(snap, record, "down and idle")
+                continue
+            wanted = _buffer_needed(group, result, self.ses) if group else 0
+            if wanted > 0:
+                record.idle_since = None
+                continue
+            record.idle_since = record.idle_since or now
+            delay = (group.deprovision_delay if group else 120) * 60
+            if now - record.idle_since >= delay:
+                await self._delete_se(snap, record, "idle")
+        for record in self.ses.values():
+            if record.uuid not in result.idle:
+                record.idle_since = None
+
+    async def _create_se(self, snap, group_uuid: str, group: placement.GroupSpec) -> None:
+        try:
+            driver = self._driver_for(snap, group_uuid)
+        except CloudError as exc:
+            LOG.error("SE group %s: %s", group.name, exc.reason)
+            return
+        if driver is None:
+            LOG.error("SE group %s: no cloud driver for its cloud", group.name)
+            return
+        index = 1
+        taken = {r.name for r in self.ses.values()}
+        prefix = snap["serviceenginegroup"][group_uuid].body.get("se_name_prefix") or "vantage"
+        while f"{prefix}-{group.name}-se-{index}" in taken:
+            index += 1
+        name = f"{prefix}-{group.name}-se-{index}"
+        obj = await asyncio.to_thread(self._store_se, name, group_uuid,
+                                      snap["serviceenginegroup"][group_uuid])
+        token, expires = self.credentials.issue_token(obj.uuid)
+        record = SeRecord(obj.uuid, name, group_uuid, created_at=time.time())
+        self.ses[obj.uuid] = record
+        body = snap["serviceenginegroup"][group_uuid].body
+        spec = SeSpec(se_uuid=obj.uuid, name=name, se_group=group.name,
+                      vcpus=body.get("vcpus_per_se", 1), memory_mb=body.get("memory_per_se", 2048),
+                      disk_gb=body.get("disk_per_se", 15),
+                      bootstrap=Bootstrap(self.controller_url, obj.uuid, token,
+                                          self.controller_ca, expires))
+        try:
+            info = await asyncio.to_thread(driver.create_se, spec)
+        except CloudError as exc:
+            record.state, record.reason = "failed", exc.reason
+            LOG.error("SE %s could not be created: %s", name, exc.reason)
+            return
+        LOG.info("created SE %s (%s): %s", name, obj.uuid, info.state.value)
+
+    def _store_se(self, name: str, group_uuid: str, group: StoredObject) -> StoredObject:
+        from vantage.controller.objects import new_uuid
+        body = {"name": name, "se_group_ref": group_uuid,
+                "cloud_ref": group.body.get("cloud_ref"), "controller_created": True}
+        obj = StoredObject(uuid=new_uuid("serviceengine"), kind="serviceengine",
+                           tenant=group.tenant, name=name, body=body)
+        refs = [("se_group_ref", group_uuid)]
+        if body["cloud_ref"]:
+            refs.append(("cloud_ref", body["cloud_ref"]))
+        with self.store.begin(write=True) as tx:
+            return tx.insert(obj, refs)
+
+    async def _delete_se(self, snap, record: SeRecord, why: str) -> None:
+        try:
+            driver = self._driver_for(snap, record.group)
+        except CloudError:
+            driver = None
+        LOG.info("deleting SE %s (%s): %s", record.name, record.uuid, why)
+        if driver is not None:
+            try:
+                await asyncio.to_thread(driver.delete_se, record.uuid)
+            except CloudError as exc:
+                record.reason = f"delete failed: {exc.reason}"
+                LOG.error("SE %s could not be deleted: %s", record.name, exc.reason)
+                return
+        session = self.semanager.sessions.get(record.uuid)
+        if session is not None:
+            await session.channel.close(4001)
+        self.credentials.forget(record.uuid)
+        self.ses.pop(record.uuid, None)
+        await asyncio.to_thread(self._forget_se, record.uuid)
+
+    def _forget_se(self, se_uuid: str) -> None:
+        with self.store.begin(write=True) as tx:
+            if tx.get(se_uuid) is not None:
+                tx.delete(se_uuid)
+
+    async def _on_se_connect(self, se_uuid: str) -> None:
+        record = self.ses.get(se_uuid)
+        if record is not None:
+            record.state, record.reason = "up", None
+        entry = self.se_docs.get(se_uuid)
+        session = self.semanager.sessions.get(se_uuid)
+        if entry is not None and session is not None and session.applied_version != entry[0]:
+            await self.semanager.push(se_uuid, entry[0], entry[1])
+        self.wake()
+
+    async def _on_se_disconnect(self, se_uuid: str) -> None:
+        """A channel closed. If the cloud says the SE is no longer running, fail over now;
+        otherwise (controller or network trouble) the heartbeat timeout decides."""
+        record = self.ses.get(se_uuid)
+        if record is None:
+            return
+        try:
+            snap_group = record.group
+            with self.store.begin() as tx:
+                group = tx.get(snap_group)
+                cloud = tx.get(group.body.get("cloud_ref")) if group else None
+            driver = self.drivers.get(cloud.uuid) if cloud else None
+            if driver is None:
+                return
+            info = await asyncio.to_thread(driver.get_se, se_uuid)
+        except (CloudError, OSError) as exc:
+            LOG.debug("cannot ask the cloud about SE %s: %s", se_uuid, exc)
+            return
+        if info.state not in (SeState.RUNNING, SeState.CREATING):
+            LOG.warning("SE %s (%s) is gone (%s): failing over now", record.name, se_uuid,
+                        info.reason or info.state.value)
+            self.semanager.declare_down(se_uuid)
+            record.state, record.reason = "down", info.reason or info.state.value
+            self.wake()
+
+    def _on_ack(self, se_uuid: str, message: dict[str, Any]) -> None:
+        if not message.get("ok"):
+            LOG.error("SE %s rejected configuration %s: %s", se_uuid, message.get("version"),
+                      message.get("error"))
+            self.se_rejections[se_uuid] = {"version": str(message.get("version")),
+                                           "error": str(message.get("error"))}
+        else:
+            self.se_rejections.pop(se_uuid, None)
+        self.wake()
+
+    def _on_se_message(self, se_uuid: str, message: dict[str, Any]) -> None:
+        for sink in self.analytics_sinks:
+            try:
+                sink(se_uuid, message)
+            except Exception:
+                LOG.exception("analytics sink failed")
+
+    # VIPs ----------------------------------------------------------------------------------
+
+    def _allocate_vips(self, snap) -> None:
+        network = ipaddress.ip_network(self.conf.local_cloud.vip_network)
+        used = set()
+        for vsvip in snap["vsvip"].values():
+            for vip in vsvip.body.get("vip", []):
+                addr = (vip.get("ip_address") or {}).get("addr")
+                if addr:
+                    used.add(addr)
+        hosts = (str(h) for h in network.hosts())
+        for uuid, vsvip in snap["vsvip"].items():
+            vips = vsvip.body.get("vip", [])
+            if not vips or all((v.get("ip_address") or {}).get("addr") for v in vips):
+                continue
+            body = json.loads(json.dumps(vsvip.body))
+            for vip in body["vip"]:
+                if (vip.get("ip_address") or {}).get("addr"):
+                    continue
+                addr = next((h for h in hosts if h not in used), None)
+                if addr is None:
+                    LOG.error("no free VIP in %s for vsvip %s", network, vsvip.name)
+                    return
+                used.add(addr)
+                vip["ip_address"] = {"addr": addr, "type": "V4"}
+                vip["auto_allocate_ip"] = True
+            with self.store.begin(write=True) as tx:
+                current = tx.get(uuid)
+                if current is None:
+                    continue
+                if current.last_modified != vsvip.last_modified:
+                    continue  # changed since the snapshot: the next pass allocates
+                current.body = body
+                tx.update(current, None, current.last_modified)
+            vsvip.body = body
+            LOG.info("allocated VIP(s) %s to vsvip %s",
+                     ", ".join(v["ip_address"]["addr"] for v in body["vip"]), vsvip.name)
+
+    # documents -----------------------------------------------------------------------------
+
+    def _documents(self, snap, result: placement.PlacementResult
+                   ) -> dict[str, tuple[str, dict[str, Any]]]:
+        per_se: dict[str, list[str]] = {}
+        for vs_uuid, where in result.placements.items():
+            for se in (*where.active, *( [where.standby] if where.standby else [])):
+                per_se.setdefault(se, []).append(vs_uuid)
+        docs = {}
+        for se_uuid in self.ses:
+            document = build_se_document(snap, sorted(per_se.get(se_uuid, [])))
+            encoded = json.dumps(document, sort_keys=True).encode()
+            version = hashlib.sha256(encoded).hexdigest()[:16]
+            docs[se_uuid] = (version, document)
+        return docs
+
+    def _update_runtime(self, snap, result, docs, now: float) -> None:
+        for vs_uuid, vs in snap["virtualservice"].items():
+            runtime = self.vs_runtime.setdefault(vs_uuid, VsRuntime())
+            vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "")
+            runtime.vip = [(v.get("ip_address") or {}).get("addr") for v in
+                           (vsvip.body.get("vip", []) if vsvip else [])
+                           if (v.get("ip_address") or {}).get("addr")]
+            where = result.placements.get(vs_uuid)
+            ses = []
+            serving = 0
+            rejection = None
+            if where is not None:
+                for index, se in enumerate((*where.active, *([where.standby] if where.standby
+                                                             else []))):
+                    record = self.ses.get(se)
+                    session = self.semanager.sessions.get(se)
+                    version = docs.get(se, ("", {}))[0]
+                    applied = session is not None and session.applied_version == version
+                    rejected = self.se_rejections.get(se)
+                    if rejected and rejected["version"] == version:
+                        rejection = f"SE {record.name if record else se}: {rejected['error']}"
+                    primary = index == 0
+                    standby = where.standby == se
+                    alive = self.semanager.is_alive(se)
+                    if alive and applied and not standby:
+                        serving += 1
+                    ses.append({"se_ref": se, "se_name": record.name if record else se,
+                                "primary": primary, "standby": standby,
+                                "connected": alive, "config_applied": applied,
+                                "state": record.state if record else "unknown"})
+            runtime.service_engines = ses
+            if not vs.body.get("enabled", True):
+                state, reason = "OPER_DISABLED", "virtual service disabled"
+            elif rejection:
+                state, reason = "OPER_DOWN", f"configuration rejected by {rejection}"
+            elif serving:
+                state, reason = ("OPER_UP", result.unplaced.get(vs_uuid))
+                if serving < len([s for s in ses if not s["standby"]]):
+                    state = "OPER_PARTITIONED" if vs_uuid in result.unplaced else "OPER_UP"
+            elif vs_uuid in result.unplaced and "no capacity" in result.unplaced[vs_uuid]:
+                state, reason = "OPER_RESOURCES", result.unplaced[vs_uuid]
+            elif ses:
+                state, reason = "OPER_DOWN", "waiting for SE " + ", ".join(
+                    s["se_name"] for s in ses if not s["config_applied"] or not s["connected"])
+            else:
+                state, reason = "OPER_DOWN", result.unplaced.get(vs_uuid, "not placed")
+            if state != runtime.oper_status:
+                runtime.since = now
+                LOG.info("virtual service %s: %s%s", vs.name, state, f" ({reason})" if reason else "")
+            runtime.oper_status, runtime.reason = state, reason
+        for vs_uuid in list(self.vs_runtime):
+            if vs_uuid not in snap["virtualservice"]:
+                del self.vs_runtime[vs_uuid]
+
+    def se_runtime(self, se_uuid: str) -> dict[str, Any] | None:
+        record = self.ses.get(se_uuid)
+        if record is None:
+            return None
+        session = self.semanager.sessions.get(se_uuid)
+        version = self.se_docs.get(se_uuid, ("", {}))[0]
+        return {"uuid": se_uuid, "name": record.name, "state": record.state,
+                "reason": record.reason, "connected": session is not None,
+                "alive": self.semanager.is_alive(se_uuid),
+                "desired_version": version,
+                "applied_version": session.applied_version if session else None,
+                "rejected": self.se_rejections.get(se_uuid),
+                "hostname": session.hostname if session else None,
+                "pid": session.pid if session else None,
+                "virtualservices": [vs for vs, p in self.placements.items()
+                                    if se_uuid in p.active or p.standby == se_uuid],
+                "servers": session.servers if session else {}}
+
+
+def _group_spec(obj: StoredObject) -> placement.GroupSpec:
+    b = obj.body
+    spec = placement.GroupSpec(
+        uuid=obj.uuid, name=obj.name, ha_mode=b.get("ha_mode", placement.SHARED),
+        algo=b.get("algo", placement.PACKED),
+        min_scaleout_per_vs=b.get("min_scaleout_per_vs", 1),
+        max_scaleout_per_vs=b.get("max_scaleout_per_vs", 4), max_se=b.get("max_se", 10),
+        max_vs_per_se=b.get("max_vs_per_se", 10), buffer_se=b.get("buffer_se", 1))
+    object.__setattr__(spec, "deprovision_delay", b.get("se_deprovision_delay", 120))
+    return spec
+
+
+def _buffer_needed(group: placement.GroupSpec, result: placement.PlacementResult,
+                   ses: dict[str, SeRecord]) -> int:
+    """How many idle SEs the group keeps as N+M buffer."""
+    if group.ha_mode == placement.ACTIVE_STANDBY:
+        return 2
+    busy = {se for p in result.placements.values() for se in p.active}
+    in_use = len([r for r in ses.values() if r.group == group.uuid and r.uuid in busy])
+    return group.buffer_se if in_use else 0
+
+
+def build_se_document(snap: dict[str, dict[str, StoredObject]],
+                      vs_uuids: list[str]) -> dict[str, Any]:
+    """The SE configuration document for these virtual services: the objects they use, with
+    references as UUIDs (docs/se-config.md)."""
+    wanted: dict[str, set[str]] = {kind: set() for kind in SE_DOC_KINDS}
+    for vs_uuid in vs_uuids:
+        vs = snap["virtualservice"][vs_uuid]
+        wanted["virtualservice"].add(vs_uuid)
+        body = vs.body
+        for field, kind in (("vsvip_ref", "vsvip"), ("pool_ref", "pool"),
+                            ("application_profile_ref", "applicationprofile"),
+                            ("network_profile_ref", "networkprofile")):
+            if body.get(field):
+                wanted[kind].add(body[field])
+        pool = snap["pool"].get(body.get("pool_ref") or "")
+        if pool is not None:
+            wanted["healthmonitor"].update(pool.body.get("health_monitor_refs", []))
+    document: dict[str, Any] = {}
+    for kind in SE_DOC_KINDS:
+        items = []
+        for uuid in sorted(wanted[kind]):
+            obj = snap[kind].get(uuid)
+            if obj is None:
+                continue
+            body = {k: v for k, v in obj.body.items() if k not in _META}
+            body["uuid"] = obj.uuid
+            body["name"] = obj.name
+            if kind == "virtualservice":
+                # the SE does not place: these fields belong to the controller
+                for field in ("se_group_ref", "cloud_ref"):
+                    body.pop(field, None)
+            if kind == "pool":
+                body.pop("cloud_ref", None)
+            if kind == "vsvip":
+                body.pop("cloud_ref", None)
+                body["vip"] = [{k: v for k, v in vip.items()
+                                if k not in ("network_ref", "subnet_uuid", "floating_ip")}
+                               for vip in body.get("vip", [])]
+            items.append(body)
+        if items:
+            document[kind] = items
+    return document
+
+
+def create_control_plane(conf, store, *, controller_url: str,
+                         controller_ca: str | None) -> ControlPlane:
+    """The control plane with every installed cloud driver; raises DriverLoadError or
+    CloudError when a configured cloud's driver is missing or fails to load."""
+    from vantage.cloud.loading import driver_classes
+
+    control_plane = ControlPlane(conf, store, driver_classes=driver_classes(),
+                                 controller_url=controller_url, controller_ca=controller_ca)
+    control_plane.load_drivers()
+    return control_plane
