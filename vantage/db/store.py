@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,47 @@ SORT_COLUMNS = {"name": objects.c.name, "uuid": objects.c.uuid,
                 "_last_modified": objects.c.last_modified}
 
 
+_COLS = "uuid, kind, tenant, name, body, last_modified, secrets, shared, builtin"
+
+# The hot statements, as plain SQL with `:name` parameters (converted to the driver's style
+# once), executed without SQLAlchemy's statement compilation: most requests are one or two of
+# these, and compiling expressions cost more than running them.
+_SQL = {
+    "get": f"SELECT {_COLS} FROM objects WHERE uuid = :uuid",
+    "find": f"SELECT {_COLS} FROM objects WHERE kind = :kind AND name = :name "
+            "AND tenant IN (:t1, :t2)",
+    "insert": "INSERT INTO objects (uuid, kind, tenant, name, body, secrets, last_modified, "
+              "shared, builtin) VALUES (:uuid, :kind, :tenant, :name, :body, :secrets, "
+              ":last_modified, :shared, :builtin)",
+    "update": "UPDATE objects SET name = :name, body = :body, secrets = :secrets, "
+              "last_modified = :new, shared = :shared WHERE uuid = :uuid AND last_modified = :old",
+    "insert_ref": "INSERT INTO refs (from_uuid, field, to_uuid) VALUES (:from_uuid, :field, "
+                  ":to_uuid)",
+    "delete_refs": "DELETE FROM refs WHERE from_uuid = :uuid",
+    "referrers": "SELECT o.uuid, o.kind, o.name, r.field, o.tenant FROM refs r "
+                 "JOIN objects o ON o.uuid = r.from_uuid WHERE r.to_uuid = :uuid "
+                 "AND r.from_uuid <> :uuid ORDER BY o.kind, o.name",
+    "get_session": "SELECT id, user_uuid, csrf_token, created, last_seen, client FROM sessions "
+                   "WHERE id = :id",
+    "touch_session": "UPDATE sessions SET last_seen = :now WHERE id = :id",
+    "find_token": "SELECT uuid, token_hash, user_uuid, name, created, expires, last_used "
+                  "FROM tokens WHERE token_hash = :hash",
+    "add_audit": "INSERT INTO auditlog (ts, username, tenant, action, kind, obj_uuid, obj_name, "
+                 "client, detail) VALUES (:ts, :username, :tenant, :action, :kind, :obj_uuid, "
+                 ":obj_name, :client, :detail)",
+}
+_PARAM = re.compile(r"(?<![:\w]):([a-z_0-9]+)")
+
+
+def _statements(dialect: sa.Dialect) -> dict[str, str]:
+    if dialect.name == "sqlite":  # sqlite3 takes :name with a dict whatever its paramstyle
+        return dict(_SQL)
+    if dialect.paramstyle == "pyformat":
+        return {k: _PARAM.sub(r"%(\1)s", v) for k, v in _SQL.items()}
+    raise ValueError(f"unsupported database driver {dialect.driver!r} (paramstyle "
+                     f"{dialect.paramstyle!r}); use sqlite or postgresql+psycopg")
+
+
 def _row_to_obj(row) -> StoredObject:
     return StoredObject(uuid=row[0], kind=row[1], tenant=row[2], name=row[3],
                         body=json.loads(row[4]), last_modified=row[5], secrets=row[6],
@@ -102,14 +144,18 @@ class _Clock:
 class Transaction:
     """One database transaction; every query and write of the store goes through one."""
 
-    def __init__(self, conn: sa.Connection, clock: _Clock) -> None:
+    def __init__(self, conn: sa.Connection, clock: _Clock, sql: dict[str, str]) -> None:
         self.conn = conn
         self._clock = clock
+        self._sql = sql
+
+    def _run(self, name: str, params):
+        return self.conn.exec_driver_sql(self._sql[name], params)
 
     # -- objects ------------------------------------------------------------------------------
 
     def get(self, uuid: str) -> StoredObject | None:
-        row = self.conn.execute(sa.select(*_OBJ_COLS).where(objects.c.uuid == uuid)).first()
+        row = self._run("get", {"uuid": uuid}).first()
         return _row_to_obj(row) if row else None
 
     def get_many(self, uuids: Iterable[str]) -> dict[str, StoredObject]:
@@ -128,9 +174,10 @@ class Transaction:
         return dict(rows.all())
 
     def find(self, kind: str, name: str, tenants: Iterable[str]) -> list[StoredObject]:
-        """Objects of `kind` named `name` in any of `tenants`."""
-        rows = self.conn.execute(sa.select(*_OBJ_COLS).where(
-            objects.c.kind == kind, objects.c.name == name, objects.c.tenant.in_(list(tenants))))
+        """Objects of `kind` named `name` in any of `tenants` (one or two)."""
+        t1, *rest = list(tenants)
+        rows = self._run("find", {"kind": kind, "name": name, "t1": t1,
+                                  "t2": rest[0] if rest else t1})
         return [_row_to_obj(row) for row in rows]
 
     def _visible(self, kind: str, scope: Scope, admin_tenant: str | None):
@@ -175,11 +222,11 @@ class Transaction:
         """Insert `obj` and its references [(field path, referenced uuid)]; sets last_modified."""
         obj.last_modified = self._clock.next()
         try:
-            with self.conn.begin_nested():
-                self.conn.execute(objects.insert().values(
-                    uuid=obj.uuid, kind=obj.kind, tenant=obj.tenant, name=obj.name,
-                    body=_dumps(obj.body), secrets=obj.secrets,
-                    last_modified=obj.last_modified, shared=obj.shared, builtin=obj.builtin))
+            self._run("insert", {
+                "uuid": obj.uuid, "kind": obj.kind, "tenant": obj.tenant, "name": obj.name,
+                "body": _dumps(obj.body), "secrets": obj.secrets,
+                "last_modified": obj.last_modified, "shared": obj.shared,
+                "builtin": obj.builtin})
         except sa.exc.IntegrityError:
             raise DuplicateObject(obj.uuid) from None
         self._write_refs(obj.uuid, references)
@@ -191,20 +238,17 @@ class Transaction:
         references when `references` is given."""
         new_version = self._clock.next()
         try:
-            with self.conn.begin_nested():
-                result = self.conn.execute(
-                    objects.update()
-                    .where(objects.c.uuid == obj.uuid,
-                           objects.c.last_modified == expected_last_modified)
-                    .values(name=obj.name, body=_dumps(obj.body), secrets=obj.secrets,
-                            last_modified=new_version, shared=obj.shared))
+            result = self._run("update", {
+                "uuid": obj.uuid, "old": expected_last_modified, "name": obj.name,
+                "body": _dumps(obj.body), "secrets": obj.secrets, "new": new_version,
+                "shared": obj.shared})
         except sa.exc.IntegrityError:
             raise DuplicateObject(obj.uuid) from None
         if result.rowcount != 1:
             raise StaleObject(obj.uuid)
         obj.last_modified = new_version
         if references is not None:
-            self.conn.execute(refs.delete().where(refs.c.from_uuid == obj.uuid))
+            self._run("delete_refs", {"uuid": obj.uuid})
             self._write_refs(obj.uuid, references)
         return obj
 
@@ -214,8 +258,7 @@ class Transaction:
         if not rows:
             return
         try:
-            with self.conn.begin_nested():
-                self.conn.execute(refs.insert(), rows)
+            self._run("insert_ref", rows)
         except sa.exc.IntegrityError:
             raise ReferenceViolation(from_uuid) from None
 
@@ -233,13 +276,7 @@ class Transaction:
             raise StaleObject(uuid)
 
     def referrers(self, uuid: str) -> list[Referrer]:
-        rows = self.conn.execute(
-            sa.select(objects.c.uuid, objects.c.kind, objects.c.name, refs.c.field,
-                      objects.c.tenant)
-            .select_from(refs.join(objects, refs.c.from_uuid == objects.c.uuid))
-            .where(refs.c.to_uuid == uuid, refs.c.from_uuid != uuid)
-            .order_by(objects.c.kind, objects.c.name))
-        return [Referrer(*row) for row in rows]
+        return [Referrer(*row) for row in self._run("referrers", {"uuid": uuid})]
 
     def count(self, kind: str | None = None, tenant: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(objects)
@@ -258,12 +295,11 @@ class Transaction:
             last_seen=now, client=client))
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()
+        row = self._run("get_session", {"id": session_id}).first()
         return dict(row._mapping) if row else None
 
     def touch_session(self, session_id: str, now: float) -> None:
-        self.conn.execute(sessions.update().where(sessions.c.id == session_id)
-                          .values(last_seen=now))
+        self._run("touch_session", {"id": session_id, "now": now})
 
     def delete_session(self, session_id: str) -> None:
         self.conn.execute(sessions.delete().where(sessions.c.id == session_id))
@@ -294,7 +330,7 @@ class Transaction:
         return values
 
     def find_token(self, token_hash: str) -> dict[str, Any] | None:
-        row = self.conn.execute(sa.select(tokens).where(tokens.c.token_hash == token_hash)).first()
+        row = self._run("find_token", {"hash": token_hash}).first()
         return dict(row._mapping) if row else None
 
     def get_token(self, uuid: str) -> dict[str, Any] | None:
@@ -322,10 +358,11 @@ class Transaction:
                   kind: str | None = None, obj_uuid: str | None = None,
                   obj_name: str | None = None, client: str | None = None,
                   detail: dict[str, Any] | None = None, now: float | None = None) -> None:
-        self.conn.execute(auditlog.insert().values(
-            ts=now if now is not None else time.time(), username=username, tenant=tenant,
-            action=action, kind=kind, obj_uuid=obj_uuid, obj_name=obj_name, client=client,
-            detail=_dumps(detail) if detail is not None else None))
+        self._run("add_audit", {
+            "ts": now if now is not None else time.time(), "username": username,
+            "tenant": tenant, "action": action, "kind": kind, "obj_uuid": obj_uuid,
+            "obj_name": obj_name, "client": client,
+            "detail": _dumps(detail) if detail is not None else None})
 
     def list_audit(self, *, tenant: str | None = None, kind: str | None = None,
                    obj_uuid: str | None = None, username: str | None = None,
@@ -391,6 +428,13 @@ class Store:
             immediate = conn.get_execution_options().get("vantage_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    @property
+    def _statements(self) -> dict[str, str]:
+        sql = getattr(self, "_sql", None)
+        if sql is None:
+            sql = self._sql = _statements(self.engine.dialect)
+        return sql
+
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision."""
         migrate.upgrade(self.engine)
@@ -402,7 +446,7 @@ class Store:
             if write:
                 conn = conn.execution_options(vantage_write=True)
             with conn.begin():
-                yield Transaction(conn, self._clock)
+                yield Transaction(conn, self._clock, self._statements)
 
     def dispose(self) -> None:
         self.engine.dispose()
