@@ -41,7 +41,7 @@ class Event(enum.Enum):
     # timer
     BACKOFF_EXPIRED = "BACKOFF_EXPIRED"
     # derived from the monitors' verdicts
-    MONITOR_DOWN = "MONITOR_DOWN"
+    ANY_MONITOR_DOWN = "ANY_MONITOR_DOWN"
     ALL_MONITORS_UP = "ALL_MONITORS_UP"
 
 
@@ -69,7 +69,7 @@ TRANSITIONS: dict[Machine, dict[State, dict[Event, State]]] = {
         },
     },
     Machine.SERVER: {
-        State.UP: {Event.MONITOR_DOWN: State.DOWN},
+        State.UP: {Event.ANY_MONITOR_DOWN: State.DOWN},
         State.DOWN: {Event.ALL_MONITORS_UP: State.UP},
     },
     Machine.SERVER_PASSIVE_ONLY: {
@@ -157,9 +157,10 @@ def _per_monitor(setting: str, value: dict[str, int] | int, monitors: Sequence[s
 class ServerHealth:
     """Health of one pool server: the verdicts of its active monitors and passive detection.
 
-    Servers start up (the constructor sets `server.up`). `on_change(server, up, reason)` is called once per change of `server.up`,
-    after `server.up` and `server.down_reason` were set. While the server stays down its
-    `down_reason` follows the monitor that has been down longest, without a new call.
+    Servers start up (the constructor sets `server.up`). `on_change(server, up, reason)` is
+    called once per change of `server.up`, after `server.up` and `server.down_reason` were set.
+    While the server stays down its `down_reason` follows the latest failure of the monitor that
+    has been down longest, without a new call.
     """
 
     def __init__(self, server: Server, monitors: Sequence[str], *,
@@ -235,19 +236,18 @@ class ServerHealth:
 
     def _feed_monitor(self, verdict: MonitorVerdict, event: Event, now: float,
                       reason: str | None) -> None:
-        if not verdict.feed(event, reason):
-            if not verdict.up and self._down and next(iter(self._down)) == verdict.name:
-                self._set_reason(verdict.reason)
-            return
-        if verdict.up:
-            del self._down[verdict.name]
-            if self._down:
-                self._set_reason(self.monitors[next(iter(self._down))].reason)
+        if verdict.feed(event, reason):
+            if verdict.up:
+                del self._down[verdict.name]
             else:
-                self._feed_server(Event.ALL_MONITORS_UP, now, None)
+                self._down[verdict.name] = None
+        # the server's verdict follows from its monitors'; the table ignores a repeated one
+        if self._down:
+            reason = self.monitors[next(iter(self._down))].reason
+            self._feed_server(Event.ANY_MONITOR_DOWN, now, reason)
+            self._set_reason(reason)
         else:
-            self._down[verdict.name] = None
-            self._feed_server(Event.MONITOR_DOWN, now, self.monitors[next(iter(self._down))].reason)
+            self._feed_server(Event.ALL_MONITORS_UP, now, None)
 
     def _feed_server(self, event: Event, now: float, reason: str | None) -> None:
         target = TRANSITIONS[self.machine][self.state].get(event)

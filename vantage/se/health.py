@@ -396,6 +396,8 @@ class PoolHealthChecker:
     def start(self) -> None:
         """Attach a ServerHealth to every server (`server.health`) and start probing; call it
         from the running loop."""
+        if self._loop is not None:
+            raise RuntimeError(f"the health checker of pool {self.pool_name!r} is already running")
         self._loop = asyncio.get_running_loop()
         for server in self.servers:
             server.health = ServerHealth(
