@@ -66,7 +66,8 @@ class PoolRuntime:
             self.health_checker.passive_failure(server, reason)
 
     def connect_succeeded(self, server: Server) -> None:
-        if self.health_checker is not None and not server.up:
+        # also while up: a half-open trial after a passive failure ends with this success
+        if self.health_checker is not None:
             self.health_checker.passive_success(server)
 
     def unavailable_reason(self) -> str:
