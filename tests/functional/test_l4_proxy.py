@@ -188,6 +188,23 @@ async def make_proxy():
         proxy.listener.close()
 
 
+@pytest.fixture
+def unresponsive_port():
+    """A port whose connects hang: a listener with a full accept queue drops SYNs (Linux)."""
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(stuck.getsockname())
+        fillers.append(filler)
+    yield stuck.getsockname()[1]
+    for sock in (stuck, *fillers):
+        sock.close()
+
+
 async def test_runs_on_uvloop():
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
 
@@ -369,29 +386,16 @@ async def test_disabled_servers_only_give_the_pool_reason(make_proxy):
     assert record["server"] is None
 
 
-async def test_connect_timeout_moves_on_to_the_next_server(make_backend, make_proxy):
-    # A listener whose accept queue is full drops SYNs (Linux), so connects to it hang.
-    stuck = socket.socket()
-    stuck.bind(("127.0.0.1", 0))
-    stuck.listen(0)
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(stuck.getsockname())
-        fillers.append(filler)
+async def test_connect_timeout_moves_on_to_the_next_server(make_backend, make_proxy,
+                                                          unresponsive_port):
     live = await make_backend(name_handler(b"live"))
-    proxy = make_proxy([stuck.getsockname()[1], live.port], connect_timeout=0.3)
-    try:
-        reader, writer = await proxy.connect()
-        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"live"
-        writer.close()
-        [record] = await proxy.settled()
-        assert proxy.servers[0].stats.connect_failures == 1
-        assert record["connect_time"] >= 0.3 and record["reason"] is None
-    finally:
-        for sock in (stuck, *fillers):
-            sock.close()
+    proxy = make_proxy([unresponsive_port, live.port], connect_timeout=0.3)
+    reader, writer = await proxy.connect()
+    assert await asyncio.wait_for(reader.readexactly(4), 10) == b"live"
+    writer.close()
+    [record] = await proxy.settled()
+    assert proxy.servers[0].stats.connect_failures == 1
+    assert record["connect_time"] >= 0.3 and record["reason"] is None
 
 
 async def test_ten_megabytes_both_ways_with_a_slow_reader(make_backend, make_proxy, use_splice):
@@ -631,3 +635,41 @@ async def test_many_concurrent_flows(make_backend, make_proxy, use_splice):
     assert all(results)
     records = await proxy.settled()
     assert len(records) == 200 and not any(r["significant"] for r in records)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_closing_the_listener_leaves_no_descriptor_open(make_backend, use_splice):
+    backend = await make_backend(echo)
+    before = open_fds()
+    proxy = Proxy([backend.port, free_port()], splice=use_splice)
+    for i in range(20):  # half refused and retried, some reset, some closed
+        reader, writer = await proxy.connect()
+        writer.write(b"data")
+        await reader.readexactly(4)
+        if i % 3:
+            writer.close()
+        else:
+            reset(writer)
+    held = await proxy.connect()  # still open when the listener closes
+    await held[1].drain()
+    await wait_for(lambda: proxy.listener.active == 1)
+    proxy.listener.close()
+    held[1].close()
+    await wait_for(lambda: open_fds() == before)
+
+
+async def test_closing_the_listener_during_a_connect_resets_the_client(make_proxy,
+                                                                       unresponsive_port):
+    proxy = make_proxy([unresponsive_port], connect_timeout=30)
+    reader, writer = await proxy.connect()
+    await wait_for(lambda: proxy.servers[0].active_conns == 1)
+    proxy.listener.close()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    [record] = await proxy.settled()
+    assert record["reason"] == "virtual service stopped" and record["connect_time"] is None
+    assert proxy.servers[0].active_conns == 0

@@ -281,6 +281,9 @@ class _Flow:
         "vs",
     )
 
+    #: the sweeper also looks for an HTTP exchange's second deadline; a flow has only one
+    server_deadline = 0.0
+
     def __init__(self, listener: L4Listener, vs: VirtualServiceRuntime, csock: socket.socket,
                  addr: tuple) -> None:
         self.listener = listener
@@ -325,6 +328,14 @@ class _Flow:
     def _connect_next(self, last_failure: str | None) -> None:
         """Connect to the next server; after max_retries failed attempts or with no server
         left, reset the client."""
+        try:
+            self._try_servers(last_failure)
+        except Exception:  # a fault in balancing code must not leave the client hanging
+            LOG.exception("virtual service %s: choosing a server failed", self.vs.name)
+            self._finish("internal error while choosing a server", reset_client=True,
+                         reset_server=True)
+
+    def _try_servers(self, last_failure: str | None) -> None:
         pool = self.pool
         while True:
             if len(self.tried) > pool.max_retries:
@@ -344,8 +355,16 @@ class _Flow:
                 return
             if self.closed:
                 return
-            pool.connect_failed(server, failure)
+            self._report(pool.connect_failed, server, failure)
             last_failure = failure
+
+    def _report(self, report, *args) -> None:
+        """Tell the pool (and through it passive health) how a connect went; a fault there is
+        logged and does not end the flow."""
+        try:
+            report(*args)
+        except Exception:
+            LOG.exception("pool %s: recording a connect result failed", self.pool.name)
 
     def _start_connect(self, server: Server) -> str | None:
         """Begin a non-blocking connect; returns a failure reason when it failed at once."""
@@ -386,7 +405,7 @@ class _Flow:
         self.connecting = False
         self.deadline = 0.0
         server.active_conns -= 1
-        self.pool.connect_failed(server, reason)
+        self._report(self.pool.connect_failed, server, reason)
         self._connect_next(reason)
 
     def _on_connect_done(self) -> None:
@@ -394,18 +413,20 @@ class _Flow:
         if err:
             self._connect_failed(connect_failure_reason(err))
             return
-        self.loop.remove_writer(self.ssock.fileno())
         now = self.loop.time()
         self.connecting = False
         self.connect_time = now - self.started
         pool, server = self.pool, self.server
-        pool.connect_succeeded(server)
+        self._report(pool.connect_succeeded, server)
         for stats in (pool.stats, server.stats):
             stats.open_conns += 1
             stats.total_conns += 1
         self.quiet_since = now
         self.deadline = now + self.check_interval
         self._relay()
+        # after the server socket's reader is in place: uvloop then keeps the fd's poll handle
+        # instead of closing it and making a new one
+        self.loop.remove_writer(self.ssock.fileno())
 
     # -- relaying ----------------------------------------------------------------------------
 
@@ -428,9 +449,9 @@ class _Flow:
         up.start()
         down.start()
 
-    def direction_done(self) -> None:
-        if self.up.done and self.down.done:
-            self._finish(None)
+    def finish_both_done(self) -> None:
+        """Both sides sent their FIN and every byte was delivered: the normal end."""
+        self._finish(None)
 
     def side_failed(self, side: str, exc: OSError) -> None:
         """A read or write on `side` failed: reset the other side."""
@@ -473,8 +494,6 @@ class _Flow:
 
     def abort(self, reason: str) -> None:
         """Reset both sides now (listener closing)."""
-        if self.connecting:
-            self.loop.remove_writer(self.ssock.fileno())
         self._finish(reason, reset_client=True, reset_server=True)
 
     def _finish(self, reason: str | None, *, reset_client: bool = False,
@@ -483,6 +502,9 @@ class _Flow:
             return
         self.closed = True
         self.deadline = 0.0
+        if self.connecting:
+            self.connecting = False
+            self.loop.remove_writer(self.ssock.fileno())
         now = self.loop.time()
         vs, pool, server = self.vs, self.pool, self.server
         established = self.up is not None
@@ -518,6 +540,9 @@ class _Flow:
                 pool.stats.errors += 1
             if server is not None:
                 server.stats.errors += 1
+        # flow <-> pump is a reference cycle: break it so the flow is freed at once, not by
+        # the cyclic garbage collector
+        self.up = self.down = None
         if emit:
             vs.log.emit({
                 "time": iso_time(self.started_wall),
@@ -615,12 +640,15 @@ class _Pump:
         # only called with nothing pending: every byte before the FIN has been delivered
         self.loop.remove_reader(self.src_fd)
         self.reading = False
+        self.done = True
+        flow = self.flow
+        if flow.up.done and flow.down.done:
+            flow.finish_both_done()  # closing dst sends its FIN: no shutdown() needed
+            return
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # dst is gone; its own direction reports how
-        self.done = True
-        self.flow.direction_done()
 
 
 class _SplicePump(_Pump):
