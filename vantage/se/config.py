@@ -138,6 +138,9 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
         problems.append(f"{kind}: unknown object kind (expected one of {', '.join(SE_KINDS)})")
 
     parsed: dict[str, list[VantageObject]] = {kind: [] for kind in SE_KINDS}
+    #: (kind, name or UUID) of objects rejected below: their own errors are listed, so a
+    #: reference to one is not reported again as a missing object
+    rejected: set[tuple[str, str]] = set()
     for kind, cls in SE_KINDS.items():
         items = document.get(kind) or []
         if not isinstance(items, list):
@@ -154,6 +157,8 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                 obj = cls.model_validate(data)
             except pydantic.ValidationError as exc:
                 problems.extend(describe_errors(exc, prefix=label))
+                rejected.update((kind, data[key]) for key in ("name", "uuid")
+                                if isinstance(data.get(key), str))
                 continue
             duplicate = catalogue.add(obj)
             if duplicate:
@@ -167,7 +172,12 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
         try:
             return catalogue.resolve(value, kind)
         except refs.RefError as exc:
-            problems.append(f"{label}.{field}: {exc}")
+            try:
+                ref = refs.parse_ref(value, kind, allow_bare_name=True)
+            except refs.RefError:
+                ref = None
+            if ref is None or (kind, ref.uuid or ref.name) not in rejected:
+                problems.append(f"{label}.{field}: {exc}")
             return None
 
     pools: dict[str, CompiledPool] = {}
