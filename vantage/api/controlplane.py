@@ -4,6 +4,7 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
+from vantage.api import analytics
 from vantage.api.resources import Context
 from vantage.controller.controlplane import ControlPlane
 from vantage.controller.errors import NotFound
@@ -102,3 +103,4 @@ def install(app: falcon.asgi.App, ctx: Context, control_plane: ControlPlane) -> 
     app.add_route("/api/se/channel", SeChannel(control_plane))
     app.add_route("/api/virtualservice/{uuid}/runtime", VirtualServiceRuntime(ctx, control_plane))
     app.add_route("/api/serviceengine/{uuid}/runtime", ServiceEngineRuntime(ctx, control_plane))
+    analytics.install(app, ctx, control_plane.analytics, control_plane)

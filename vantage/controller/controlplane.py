@@ -20,6 +20,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from vantage.analytics.store import AnalyticsStore
 from vantage.cloud.base import Bootstrap, CloudDriver, CloudError, SeSpec, SeState
 from vantage.controller import placement
 from vantage.controller.semanager import SeCredentials, SeManager
@@ -85,7 +89,12 @@ class ControlPlane:
         self.ses: dict[str, SeRecord] = {}
         self.se_docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self.se_rejections: dict[str, dict[str, str]] = {}
-        self.analytics_sinks: list = []
+        self.analytics = AnalyticsStore(str(state / "analytics.db"))
+        self.analytics_sinks: list = [self.analytics.ingest]
+        #: SE uuid -> its latest metrics message (cumulative counters)
+        self.latest_metrics: dict[str, dict[str, Any]] = {}
+        self.metrics_registry = CollectorRegistry(auto_describe=False)
+        self.metrics_registry.register(_ControllerCollector(self))
         self.semanager.on_message = self._on_se_message
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -112,6 +121,7 @@ class ControlPlane:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self.analytics.flush()
 
     def wake(self) -> None:
         """Run a pass soon (called after API writes)."""
@@ -402,6 +412,8 @@ class ControlPlane:
         self.wake()
 
     def _on_se_message(self, se_uuid: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "metrics":
+            self.latest_metrics[se_uuid] = message
         for sink in self.analytics_sinks:
             try:
                 sink(se_uuid, message)
@@ -611,3 +623,58 @@ def create_control_plane(conf, store, *, controller_url: str,
                                  controller_url=controller_url, controller_ca=controller_ca)
     control_plane.load_drivers()
     return control_plane
+
+
+class _ControllerCollector:
+    """Prometheus view of the whole deployment: per virtual service counters summed over the
+    SEs that serve it, SE liveness, and virtual service oper status."""
+
+    def __init__(self, control_plane: ControlPlane) -> None:
+        self.cp = control_plane
+
+    def collect(self):
+        names = {}
+        with self.cp.store.begin() as tx:
+            _, vss = tx.list("virtualservice", None, limit=None)
+            names = {vs.uuid: vs.name for vs in vss}
+        totals: dict[str, dict[str, Any]] = {}
+        for message in self.cp.latest_metrics.values():
+            for uuid, c in (message.get("virtualservices") or {}).items():
+                t = totals.setdefault(uuid, {"total_conns": 0, "open_conns": 0, "bytes_in": 0,
+                                             "bytes_out": 0, "errors": 0,
+                                             "responses": [0] * 6})
+                for key in ("total_conns", "open_conns", "bytes_in", "bytes_out", "errors"):
+                    t[key] += c.get(key, 0)
+                t["responses"] = [a + b for a, b in zip(t["responses"],
+                                                        c.get("responses", [0] * 6))]
+        conns = CounterMetricFamily("vantage_virtualservice_connections",
+                                    "Client connections", labels=["vs", "uuid"])
+        opened = GaugeMetricFamily("vantage_virtualservice_open_connections",
+                                   "Open client connections", labels=["vs", "uuid"])
+        responses = CounterMetricFamily("vantage_virtualservice_responses",
+                                        "Responses by status class",
+                                        labels=["vs", "uuid", "code_class"])
+        bytes_in = CounterMetricFamily("vantage_virtualservice_bytes_in", "Bytes from clients",
+                                       labels=["vs", "uuid"])
+        bytes_out = CounterMetricFamily("vantage_virtualservice_bytes_out", "Bytes to clients",
+                                        labels=["vs", "uuid"])
+        for uuid, t in totals.items():
+            labels = [names.get(uuid, uuid), uuid]
+            conns.add_metric(labels, t["total_conns"])
+            opened.add_metric(labels, t["open_conns"])
+            bytes_in.add_metric(labels, t["bytes_in"])
+            bytes_out.add_metric(labels, t["bytes_out"])
+            for index, cls in enumerate(("none", "1xx", "2xx", "3xx", "4xx", "5xx")):
+                if t["responses"][index] or cls == "2xx":
+                    responses.add_metric(labels + [cls], t["responses"][index])
+        up = GaugeMetricFamily("vantage_virtualservice_up", "1 if the virtual service is "
+                               "OPER_UP", labels=["vs", "uuid", "state"])
+        for uuid, runtime in self.cp.vs_runtime.items():
+            up.add_metric([names.get(uuid, uuid), uuid, runtime.oper_status],
+                          1 if runtime.oper_status == "OPER_UP" else 0)
+        se_up = GaugeMetricFamily("vantage_serviceengine_up", "1 if the SE heartbeats",
+                                  labels=["se", "uuid"])
+        for record in self.cp.ses.values():
+            se_up.add_metric([record.name, record.uuid],
+                             1 if self.cp.semanager.is_alive(record.uuid) else 0)
+        yield from (conns, opened, responses, bytes_in, bytes_out, up, se_up)

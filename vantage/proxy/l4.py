@@ -547,6 +547,7 @@ class _Flow:
             vs.log.emit({
                 "time": iso_time(self.started_wall),
                 "type": "l4",
+                "vs_uuid": vs.uuid,
                 "vs": vs.name,
                 "client": host_port(self.client_ip, self.client_port),
                 "vip": vip,

@@ -659,6 +659,7 @@ class ClientConnection(asyncio.Protocol):
             head = ex.head
             vs.log.emit({
                 "time": iso_time(ex.wall), "type": "http", "vs": vs.name,
+                "vs_uuid": vs.uuid,
                 "client": self.client_str,
                 "vip": self.vip_str,
                 "pool": pool.name if pool is not None else None,
