@@ -29,7 +29,7 @@ pytestmark = [
 ]
 
 ROUND_ROBIN = "LB_ALGORITHM_ROUND_ROBIN"
-LOG_KEYS = {"time", "type", "vs", "client", "vip", "pool", "server", "bytes_in", "bytes_out",
+LOG_KEYS = {"time", "type", "vs_uuid", "vs", "client", "vip", "pool", "server", "bytes_in", "bytes_out",
             "client_rtt", "connect_time", "total_time", "significant", "reason"}
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -115,7 +115,8 @@ def make_vs(ports: list[int], *, splice: bool = True, idle_timeout: float = 600.
     log = RequestLog(None)
     log.subscribers.append(records.extend)
     vs = VirtualServiceRuntime(
-        name="tcp-vs", mode=L4, listen=[("127.0.0.1", 0)], pool=pool, log=log,
+        name="tcp-vs", uuid="virtualservice-l4-test", mode=L4, listen=[("127.0.0.1", 0)],
+        pool=pool, log=log,
         tcp=TcpSettings(idle_timeout=idle_timeout, use_splice=splice),
         source_ip=source_ip, full_client_logs=full_client_logs)
     return vs, records
@@ -511,6 +512,7 @@ async def test_log_record_contents(make_backend, make_proxy):
     assert set(record) == LOG_KEYS
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record["time"])
     assert record["type"] == "l4" and record["vs"] == "tcp-vs" and record["pool"] == "web-pool"
+    assert record["vs_uuid"] == "virtualservice-l4-test"
     assert record["client"] == f"{client_ip}:{client_port}"
     assert record["vip"] == f"127.0.0.1:{proxy.address[1]}"
     assert record["server"] == f"127.0.0.1:{backend.port}"
