@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 1
     log.info("serving the REST API on %s://%s:%d", scheme, conf.api.bind_host, conf.api.bind_port)
-    uvicorn.run(app, host=conf.api.bind_host, port=conf.api.bind_port, log_level="warning",
-                access_log=False, lifespan="on", server_header=False, **ssl_args)
+    uvicorn.run(app, host=conf.api.bind_host, port=conf.api.bind_port,
+                log_level="debug" if conf.debug else "warning",
+                access_log=False, lifespan="on", server_header=False,
+                # a TLS peer that never answers close_notify would hold shutdown for 30 s
+                timeout_graceful_shutdown=3, **ssl_args)
     return 0
 
 
