@@ -95,3 +95,26 @@ def store(postgres_url):
 for _name in dir(store_tests):
     if _name.startswith("test_"):
         globals()[_name] = getattr(store_tests, _name)
+
+
+def test_the_api_runs_on_postgresql(store, tmp_path):
+    """The whole controller (built-in objects, refs, 409, 412, secrets) on PostgreSQL."""
+    from tests.controllerlib import ADMIN_PASSWORD, ApiClient, create_app, make_conf
+
+    conf = make_conf(str(tmp_path / "state"), database__connection=str(
+        store.url.render_as_string(hide_password=False)))
+    app = create_app(conf, store=store, environ={"VANTAGE_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    admin = ApiClient(app)
+    assert admin.login().status_code == 200
+    pool = admin.create("pool", {"name": "web", "servers": [{"ip": {"addr": "10.0.0.1"}}]})
+    vs = admin.create("virtualservice", {
+        "name": "shop", "services": [{"port": 80}], "pool_ref": "/api/pool?name=web",
+        "application_profile_ref": "/api/applicationprofile?name=System-HTTP"})
+    assert vs["pool_ref"] == pool["url"]
+    result = admin.delete(f"/api/pool/{pool['uuid']}")
+    assert result.status_code == 409 and "virtualservice 'shop'" in result.json["error"]
+    assert admin.put(f"/api/pool/{pool['uuid']}", dict(pool, enabled=False)).status_code == 200
+    assert admin.put(f"/api/pool/{pool['uuid']}", dict(pool, enabled=True)).status_code == 412
+    assert admin.get("/api/pool", params={"name.icontains": "WE"}).json["count"] == 1
+    assert admin.delete(f"/api/virtualservice/{vs['uuid']}").status_code == 204
+    assert admin.delete(f"/api/pool/{pool['uuid']}").status_code == 204
