@@ -149,6 +149,9 @@ class AuthService:
         self.settings = settings
         self.clock = clock
         self.limiter = LoginRateLimiter(settings)
+        #: (user, tenant name, tenant uuid) -> (auth generation, expiry, Caller): who a user is
+        #: in a tenant changes only with writes to users, roles and tenants
+        self._callers: dict[tuple, tuple[int, float, Caller]] = {}
 
     # -- login and logout ---------------------------------------------------------------------
 
@@ -235,12 +238,9 @@ class AuthService:
             else:
                 raise NotAuthenticated("authentication required: log in (POST /login) or send "
                                        "an API token (Authorization: Bearer ...)")
-            user = tx.get(user_uuid)
-            if user is None or user.kind != "user" or not user.body.get("is_active", True):
-                raise NotAuthenticated("the user of this session no longer exists or is "
-                                       "disabled")
-            caller = self._caller(tx, user, tenant_name, tenant_uuid, client,
-                                  digest if session_id is not None else None, token_uuid)
+            caller = self._cached_caller(tx, user_uuid, tenant_name, tenant_uuid, now)
+        caller = dataclasses.replace(caller, client=client, token_uuid=token_uuid,
+                                     session_id=digest if session_id is not None else None)
         if touch:
             with self.store.begin(write=True) as tx:
                 if token_uuid:
@@ -249,9 +249,25 @@ class AuthService:
                     tx.touch_session(digest, now)
         return Identity(caller, csrf)
 
+    def _cached_caller(self, tx: Transaction, user_uuid: str, tenant_name: str | None,
+                       tenant_uuid: str | None, now: float) -> Caller:
+        key = (user_uuid, tenant_name, tenant_uuid)
+        generation = self.objects.auth_generation
+        hit = self._callers.get(key)
+        if hit is not None and hit[0] == generation and hit[1] > now:
+            return hit[2]
+        user = tx.get(user_uuid)
+        if user is None or user.kind != "user" or not user.body.get("is_active", True):
+            raise NotAuthenticated("the user of this session no longer exists or is disabled")
+        caller = self._caller(tx, user, tenant_name, tenant_uuid)
+        if len(self._callers) > 10_000:
+            self._callers.clear()
+        # Other controller processes change users too: trust the cache for a few seconds only.
+        self._callers[key] = (generation, now + 5.0, caller)
+        return caller
+
     def _caller(self, tx: Transaction, user: StoredObject, tenant_name: str | None,
-                tenant_uuid: str | None, client: str | None, session_id: str | None,
-                token_uuid: str | None) -> Caller:
+                tenant_uuid: str | None) -> Caller:
         body = user.body
         superuser = bool(body.get("is_superuser"))
         admin = self.objects.admin_tenant
@@ -283,8 +299,7 @@ class AuthService:
             roles = tx.get_many(role_uuids)
             privileges = merge_privileges([r.body for r in roles.values()])
         return Caller(user_uuid=user.uuid, username=user.name, tenant=tenant.uuid,
-                      tenant_name=tenant.name, privileges=privileges, superuser=superuser,
-                      client=client, session_id=session_id, token_uuid=token_uuid)
+                      tenant_name=tenant.name, privileges=privileges, superuser=superuser)
 
     def _token_live(self, row: dict[str, Any]) -> bool:
         return row["expires"] is None or row["expires"] > self.clock()

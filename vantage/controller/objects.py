@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import time
 import uuid as uuidlib
@@ -97,6 +98,18 @@ class ListPage:
     has_more: bool
 
 
+def _changes_access(method):
+    """Bump `auth_generation` after a committed write to a tenant, role or user (after the
+    commit, so that a cache filled meanwhile is not stamped with the new generation)."""
+    @functools.wraps(method)
+    def wrapper(self, caller, kind, *args, **kwargs):
+        result = method(self, caller, kind, *args, **kwargs)
+        if kind in GLOBAL_KINDS:
+            self.auth_generation += 1
+        return result
+    return wrapper
+
+
 class ObjectService:
     def __init__(self, store: Store, secrets: SecretBox, *, scrypt_n: int = 2 ** 14) -> None:
         self.store = store
@@ -108,6 +121,7 @@ class ObjectService:
 
     # -- public operations --------------------------------------------------------------------
 
+    @_changes_access
     def create(self, caller: Caller, kind: str, data: Any, wire: WireOptions,
                slug: str | None = None) -> dict[str, Any]:
         self._check_kind_and_permission(caller, kind, write=True)
@@ -135,6 +149,7 @@ class ObjectService:
             return ListPage(count=count, results=self._to_wire(tx, objs, wire),
                             has_more=offset + len(objs) < count)
 
+    @_changes_access
     def replace(self, caller: Caller, kind: str, uuid: str, data: Any, wire: WireOptions,
                 if_match: str | None = None) -> dict[str, Any]:
         self._check_kind_and_permission(caller, kind, write=True)
@@ -143,6 +158,7 @@ class ObjectService:
             obj = self._write(tx, caller, kind, data, current, if_match=if_match)
             return self._to_wire(tx, [obj], wire)[0]
 
+    @_changes_access
     def patch(self, caller: Caller, kind: str, uuid: str, body: Any, wire: WireOptions,
               if_match: str | None = None) -> dict[str, Any]:
         self._check_kind_and_permission(caller, kind, write=True)
@@ -158,6 +174,7 @@ class ObjectService:
                               version=current.last_modified)
             return self._to_wire(tx, [obj], wire)[0]
 
+    @_changes_access
     def delete(self, caller: Caller, kind: str, uuid: str, if_match: str | None = None) -> None:
         self._check_kind_and_permission(caller, kind, write=True)
         with self.store.begin(write=True) as tx:
@@ -183,8 +200,6 @@ class ObjectService:
             except StaleObject:
                 raise NotFound(f"{kind} {uuid} not found") from None
             self._audit(tx, caller, "DELETE", obj)
-            if kind in GLOBAL_KINDS:
-                self.auth_generation += 1
 
     def audit_entries(self, caller: Caller, *, kind: str | None = None,
                       obj_uuid: str | None = None, username: str | None = None,
@@ -226,10 +241,7 @@ class ObjectService:
                 raise InvalidInput(f"uuid: {data['uuid']!r} is not a {kind} UUID "
                                    f"(such as {new_uuid(kind)})")
             slug = data["uuid"]
-        obj = self._write(tx, caller, kind, data, None, slug=slug, builtin=builtin)
-        if kind in GLOBAL_KINDS:
-            self.auth_generation += 1
-        return obj
+        return self._write(tx, caller, kind, data, None, slug=slug, builtin=builtin)
 
     def find_visible(self, tx: Transaction, kind: str, name: str, tenant: str) -> StoredObject | None:
         found = tx.find(kind, name, [tenant, self.admin_tenant])
@@ -406,8 +418,6 @@ class ObjectService:
             if kind == "user" and ("password" in changed_secrets
                                    or doc.get("is_active") is False):
                 tx.delete_sessions(user_uuid=obj.uuid)
-        if kind in GLOBAL_KINDS:
-            self.auth_generation += 1
         return obj
 
     def _check_body_tenant(self, tx: Transaction, value: Any, tenant: str) -> None:

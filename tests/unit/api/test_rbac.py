@@ -135,3 +135,18 @@ def test_tenant_with_objects_cannot_be_deleted(admin, app, tenants):
     assert admin.delete(f"/api/pool/{pool['uuid']}").status_code == 204
     admin.tenant = None
     assert admin.delete(f"/api/tenant/{tenants['blue']['uuid']}").status_code == 204
+
+
+def test_role_changes_apply_to_the_next_request(admin, app, tenants):
+    bob = _user(admin, app, "bob", "Read-Only", "blue")
+    assert bob.post("/api/pool", {"name": "web"}).status_code == 403
+    user = admin.get("/api/user", params={"name": "bob"}).json["results"][0]
+    admin.patch(f"/api/user/{user['uuid']}", {"replace": {"access": [
+        {"role_ref": "/api/role?name=Application-Admin", "tenant_ref": "/api/tenant?name=blue"}]}})
+    assert bob.post("/api/pool", {"name": "web"}).status_code == 201
+    role = admin.get("/api/role", params={"name": "Application-Admin"}).json["results"][0]
+    admin.patch(f"/api/role/{role['uuid']}", {"replace": {"privileges": [
+        {"resource": "PERMISSION_POOL", "type": "READ_ACCESS"}]}})
+    assert bob.post("/api/pool", {"name": "web2"}).status_code == 403
+    admin.patch(f"/api/user/{user['uuid']}", {"replace": {"is_active": False}})
+    assert bob.get("/api/pool").status_code == 401
