@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if conf.controlplane.enabled:
             control_plane = create_control_plane(
                 conf, services.store, controller_url=_controller_url(conf, scheme),
-                controller_ca=_read(ssl_args.get("ssl_certfile")))
+                controller_ca=_read(ssl_args.get("ssl_certfile")),
+                objects=services.objects)
         app = create_app(conf, services=services, control_plane=control_plane)
     except Exception as exc:  # a clear line rather than a traceback for a broken start
         log.error("cannot start: %s", exc)

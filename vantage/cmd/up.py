@@ -146,7 +146,8 @@ def run(state_dir: str, listen: str, demo: bool, out) -> int:
     services = build_services(conf, announce_password=announce)
     url = _controller_url(conf, "https")
     control_plane = create_control_plane(conf, services.store, controller_url=url,
-                                         controller_ca=Path(cert).read_text())
+                                         controller_ca=Path(cert).read_text(),
+                                         objects=services.objects)
     app = create_app(conf, services=services, control_plane=control_plane)
     password, where = _password(conf)
     print(f"""Vantage controller: {url}  (state in {state_dir})

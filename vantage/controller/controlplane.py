@@ -18,6 +18,7 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,8 +32,8 @@ from vantage.db.store import StoredObject
 
 LOG = logging.getLogger("vantage.controller.controlplane")
 
-SE_DOC_KINDS = ("healthmonitor", "pool", "applicationprofile", "networkprofile", "vsvip",
-                "virtualservice")
+SE_DOC_KINDS = ("sslkeyandcertificate", "sslprofile", "healthmonitor", "pool",
+                "applicationprofile", "networkprofile", "vsvip", "virtualservice")
 _META = ("tenant_ref", "url", "_last_modified", "last_modified")
 
 
@@ -67,9 +68,12 @@ class SeRecord:
 
 class ControlPlane:
     def __init__(self, conf, store, *, driver_classes: dict[str, type[CloudDriver]],
-                 controller_url: str, controller_ca: str | None) -> None:
+                 controller_url: str, controller_ca: str | None,
+                 secrets_of: Callable[[StoredObject], dict[str, str]] | None = None) -> None:
         self.conf = conf
         self.store = store
+        #: plaintext secrets (private keys, passphrases) of an object, for the SE documents
+        self.secrets_of = secrets_of or (lambda obj: {})
         self.driver_classes = driver_classes
         #: cloud uuid -> its driver instance
         self.drivers: dict[str, CloudDriver] = {}
@@ -468,7 +472,8 @@ class ControlPlane:
                 per_se.setdefault(se, []).append(vs_uuid)
         docs = {}
         for se_uuid in self.ses:
-            document = build_se_document(snap, sorted(per_se.get(se_uuid, [])))
+            document = build_se_document(snap, sorted(per_se.get(se_uuid, [])),
+                                         self.secrets_of)
             encoded = json.dumps(document, sort_keys=True).encode()
             version = hashlib.sha256(encoded).hexdigest()[:16]
             docs[se_uuid] = (version, document)
@@ -569,8 +574,9 @@ def _buffer_needed(group: placement.GroupSpec, result: placement.PlacementResult
     return group.buffer_se if in_use else 0
 
 
-def build_se_document(snap: dict[str, dict[str, StoredObject]],
-                      vs_uuids: list[str]) -> dict[str, Any]:
+def build_se_document(snap: dict[str, dict[str, StoredObject]], vs_uuids: list[str],
+                      secrets_of: Callable[[StoredObject], dict[str, str]] = lambda o: {}
+                      ) -> dict[str, Any]:
     """The SE configuration document for these virtual services: the objects they use, with
     references as UUIDs (docs/se-config.md)."""
     wanted: dict[str, set[str]] = {kind: set() for kind in SE_DOC_KINDS}
@@ -583,9 +589,14 @@ def build_se_document(snap: dict[str, dict[str, StoredObject]],
                             ("network_profile_ref", "networkprofile")):
             if body.get(field):
                 wanted[kind].add(body[field])
+        if body.get("ssl_profile_ref"):
+            wanted["sslprofile"].add(body["ssl_profile_ref"])
+        wanted["sslkeyandcertificate"].update(body.get("ssl_key_and_certificate_refs", []))
         pool = snap["pool"].get(body.get("pool_ref") or "")
         if pool is not None:
             wanted["healthmonitor"].update(pool.body.get("health_monitor_refs", []))
+            if pool.body.get("ssl_profile_ref"):
+                wanted["sslprofile"].add(pool.body["ssl_profile_ref"])
     document: dict[str, Any] = {}
     for kind in SE_DOC_KINDS:
         items = []
@@ -594,6 +605,9 @@ def build_se_document(snap: dict[str, dict[str, StoredObject]],
             if obj is None:
                 continue
             body = {k: v for k, v in obj.body.items() if k not in _META}
+            if obj.secrets:
+                # private keys travel to the SE over the encrypted, authenticated channel
+                body.update(secrets_of(obj))
             body["uuid"] = obj.uuid
             body["name"] = obj.name
             if kind == "virtualservice":
@@ -613,14 +627,16 @@ def build_se_document(snap: dict[str, dict[str, StoredObject]],
     return document
 
 
-def create_control_plane(conf, store, *, controller_url: str,
-                         controller_ca: str | None) -> ControlPlane:
+def create_control_plane(conf, store, *, controller_url: str, controller_ca: str | None,
+                         objects=None) -> ControlPlane:
     """The control plane with every installed cloud driver; raises DriverLoadError or
     CloudError when a configured cloud's driver is missing or fails to load."""
     from vantage.cloud.loading import driver_classes
 
-    control_plane = ControlPlane(conf, store, driver_classes=driver_classes(),
-                                 controller_url=controller_url, controller_ca=controller_ca)
+    control_plane = ControlPlane(
+        conf, store, driver_classes=driver_classes(), controller_url=controller_url,
+        controller_ca=controller_ca,
+        secrets_of=objects.decrypted_secrets if objects is not None else None)
     control_plane.load_drivers()
     return control_plane
 

@@ -19,6 +19,9 @@ class Server(Struct):
     ratio: Annotated[int, Field(ge=1, le=20)] = 1
     enabled: bool = True
     description: str | None = None
+    prst_hdr_val: str | None = None
+    """Value of the persistence header (PERSISTENCE_TYPE_CUSTOM_HTTP_HEADER) that selects this
+    server."""
 
 
 class Pool(VantageObject):
@@ -50,7 +53,13 @@ class Pool(VantageObject):
     cloud_ref: str | None = None
     application_persistence_profile_ref: str | None = None
     ssl_profile_ref: str | None = None
+    """Re-encryption: connect to the servers with TLS, with this profile's versions/ciphers."""
     ssl_key_and_certificate_ref: str | None = None
+    server_name: str | None = None
+    """TLS SNI sent to servers (re-encryption); default: the server's hostname, if any."""
+    ssl_server_ca: str | None = None
+    """PEM CA certificate(s) the servers' certificates must chain to (re-encryption); without
+    it, server certificates are not verified."""
 
     @pydantic.model_validator(mode="after")
     def _hash_header_given(self) -> "Pool":

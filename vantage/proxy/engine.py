@@ -5,12 +5,18 @@ import asyncio
 import logging
 import socket
 
-from vantage.proxy.l7 import ClientConnection, UpstreamPool
+from vantage.proxy.l7 import ClientConnection, TlsClientConnection, UpstreamPool
 from vantage.proxy.service import L4, VirtualServiceRuntime
 from vantage.proxy.sockopts import listening_socket
 from vantage.proxy.timers import DeadlineSweeper
 
 LOG = logging.getLogger("vantage.proxy.engine")
+
+
+def listener_kind(vs: VirtualServiceRuntime, port: int) -> tuple:
+    """What distinguishes listeners that cannot replace each other in place."""
+    profile = vs.tls_profile if port in vs.tls_ports else None
+    return (vs.mode, profile)
 
 
 class Listener:
@@ -21,6 +27,8 @@ class Listener:
         self.address = address
         self.vs = vs
         self.mode = vs.mode
+        #: what a swap cannot change in place: the protocol, and the TLS profile if any
+        self.kind = listener_kind(vs, address[1])
         self.connections: set = set()
         self._server: asyncio.AbstractServer | None = None
         self._l4 = None
@@ -33,9 +41,17 @@ class Listener:
             self._l4.start()
             return
 
+        context = None
+        profile = self.kind[1]
+        if profile is not None:
+            from vantage.proxy import tls
+            context = tls.front_context(profile, lambda: self.vs.tls)
+
+        cls = ClientConnection if context is None else TlsClientConnection
+
         def factory() -> ClientConnection:
-            return ClientConnection(self.vs, engine.upstreams, engine.sweeper, loop,
-                                    self.connections)
+            return cls(self.vs, engine.upstreams, engine.sweeper, loop, self.connections,
+                       tls_context=context)
 
         self._server = await loop.create_server(factory, sock=sock, backlog=1024)
 
@@ -93,11 +109,12 @@ class ProxyEngine:
         for vs in services:
             for address in vs.listen:
                 wanted[address] = vs
+        kinds = {address: listener_kind(vs, address[1]) for address, vs in wanted.items()}
         new_socks: dict[tuple[str, int], socket.socket] = {}
         try:
-            for address, vs in wanted.items():
+            for address in wanted:
                 current = self.listeners.get(address)
-                if current is None or current.mode != vs.mode:
+                if current is None or current.kind != kinds[address]:
                     new_socks[address] = listening_socket(*address)
         except OSError as exc:
             for sock in new_socks.values():

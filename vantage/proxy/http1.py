@@ -242,14 +242,15 @@ class RequestReader:
             if head.host is not None:
                 # RFC 9112 §3.2: more than one Host field is a 400
                 raise _Reject(400, "more than one Host header")
-            if value.translate(None, _HOST_CHARS):
-                # RFC 9112 §3.2: a Host field with an invalid value is a 400
+            if value.rstrip(b" \t").translate(None, _HOST_CHARS):
+                # RFC 9112 §3.2: a Host field with an invalid value is a 400 (llhttp leaves
+                # trailing whitespace in values; it is not part of the value, RFC 9110 §5.5)
                 raise _Reject(400, "invalid Host header value")
             head.host = value
         elif lname == b"content-length":
             head.content_length = int(value)  # llhttp validated digits and uniqueness
         elif lname == b"expect":
-            if value.lower() == b"100-continue":
+            if value.rstrip(b" \t").lower() == b"100-continue":
                 head.expect_continue = True
             else:
                 raise _Reject(417, "unsupported Expect value")
@@ -550,6 +551,14 @@ def error_response(status: int, detail: str | None = None, *, close: bool = True
         b"HTTP/1.1 ", str(status).encode(), b" ", reason, b"\r\n",
         b"Content-Type: text/plain\r\nContent-Length: ", str(len(body)).encode(), b"\r\n",
         b"Connection: close\r\n" if close else b"", b"\r\n", body))
+
+
+def redirect_response(status: int, location: str, *, keep_alive: bool) -> bytes:
+    reason = REASONS.get(status, b"Redirect")
+    return b"".join((
+        b"HTTP/1.1 %d %s\r\n" % (status, reason), b"Location: ", location.encode("latin-1"),
+        b"\r\nContent-Length: 0\r\n", b"" if keep_alive else b"Connection: close\r\n",
+        b"\r\n"))
 
 
 def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:

@@ -118,12 +118,16 @@ class ClientConnection(asyncio.Protocol):
                  "exchange", "pending", "deadline", "deadline_kind", "server_deadline",
                  "requests", "paused", "closing", "rtt", "tunnel", "early_data",
                  "default_host", "write_paused", "group", "out", "client_ip_bytes",
-                 "forwarded", "client_str", "vip_str")
+                 "forwarded", "client_str", "vip_str", "tls_context", "is_ready")
 
     def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
                  sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
-                 group: set | None = None) -> None:
+                 group: set | None = None, tls_context=None) -> None:
         self.loop = loop
+        #: the listener's TLS context: the handshake runs before any HTTP (start_tls)
+        self.tls_context = tls_context
+        #: accepted and (with TLS) handshaken: counted, registered, reading HTTP
+        self.is_ready = False
         #: the listener's set of open connections (for draining), if it keeps one
         self.group = group
         self.vs = vs
@@ -155,13 +159,62 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        if self.tls_context is not None:
+            # nothing may be read as HTTP before the handshake: start_tls resumes reading
+            transport.pause_reading()
+            self.loop.create_task(self._handshake(transport))
+            return
+        self._ready(transport)
+
+    async def _handshake(self, raw: asyncio.Transport) -> None:
+        """TLS first; a failed handshake is logged with its reason and never reaches HTTP."""
+        from vantage.proxy.tls import describe_handshake_error
+        vs = self.vs
+        profile = vs.tls_profile
+        started = time.time()
+        timeout = profile.handshake_timeout if profile else 10.0
+        try:
+            # wait_for bounds it even where the TLS layer never resolves a failed handshake
+            transport = await asyncio.wait_for(self.loop.start_tls(
+                raw, self, self.tls_context, server_side=True, ssl_handshake_timeout=timeout),
+                timeout + 1)
+        except (OSError, asyncio.TimeoutError, ConnectionError, ValueError) as exc:
+            raw.abort()
+            if getattr(self, "plaintext", False):
+                return  # logged when the plaintext arrived
+            if isinstance(exc, asyncio.TimeoutError):
+                reason = "TLS handshake timed out"
+            else:
+                reason = "TLS handshake failed: " + describe_handshake_error(exc)
+            self._log_handshake_failure(raw, started, reason)
+            return
+        if transport is None:
+            return
+        self._ready(transport)
+
+    def _log_handshake_failure(self, raw: asyncio.Transport, started: float,
+                               reason: str) -> None:
+        vs = self.vs
+        peer = raw.get_extra_info("peername") or ("?", 0)
+        sockname = raw.get_extra_info("sockname") or ("?", 0)
+        vs.stats.total_conns += 1
+        vs.stats.errors += 1
+        LOG.info("%s: %s from %s:%s", vs.name, reason, peer[0], peer[1])
+        vs.log.emit({"time": iso_time(started), "type": "tls", "vs": vs.name,
+                     "vs_uuid": vs.uuid, "client": _hostport(peer[0], peer[1]),
+                     "vip": _hostport(sockname[0], sockname[1]), "significant": True,
+                     "reason": reason, "total_time": round(time.time() - started, 6)})
+
+    def _ready(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.is_ready = True
         peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         self.client_ip, self.client_port = peer[0], peer[1]
         self.vip, self.vip_port = sockname[0], sockname[1]
         self.default_host = (f"{self.vip}:{self.vip_port}" if ":" not in self.vip
                              else f"[{self.vip}]:{self.vip_port}").encode()
-        self.scheme = b"http"
+        self.scheme = b"https" if transport.get_extra_info("ssl_object") is not None else b"http"
         self.client_ip_bytes = self.client_ip.encode()
         self.client_str = _hostport(self.client_ip, self.client_port)
         self.vip_str = _hostport(self.vip, self.vip_port)
@@ -210,6 +263,8 @@ class ClientConnection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.is_ready:
+            return  # a TLS handshake that failed: _handshake accounted for it
         self.sweeper.discard(self)
         if self.group is not None:
             self.group.discard(self)
@@ -379,7 +434,33 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.deadline = 0.0
             self.deadline_kind = DL_NONE
+        if self.vs.https_redirect_port and self.scheme == b"http":
+            self._redirect_to_https(ex)
+            return
         self._dispatch(ex)
+
+    def _redirect_to_https(self, ex: Exchange) -> None:
+        """http_to_https: answer 301 with the same host and target on the TLS port."""
+        host = (ex.head.host or self.default_host).decode("latin-1")
+        if host.startswith("["):
+            host = host[:host.index("]") + 1]
+        else:
+            host = host.rsplit(":", 1)[0]
+        port = self.vs.https_redirect_port
+        location = f"https://{host}{'' if port == 443 else f':{port}'}"
+        target = ex.head.target.decode("latin-1")
+        out = http1.redirect_response(301, location + (target if target != "*" else "/"),
+                                      keep_alive=ex.keep_alive)
+        ex.status = 301
+        ex.response_done = True
+        ex.bytes_out += len(out)
+        self.transport.write(out)
+        self._finish(ex)
+        if ex.request_done or not ex.head.has_body:
+            self._next(ex.keep_alive)
+        else:
+            self.closing = True
+            self.transport.close()
 
     def _dispatch(self, ex: Exchange) -> None:
         pool = self.pool
@@ -407,13 +488,17 @@ class ClientConnection(asyncio.Protocol):
         pool = self.pool
         started = perf_counter()
         local = (self.vs.source_ip, 0) if self.vs.source_ip else None
+        tls_args = {}
+        if pool.tls is not None:
+            tls_args = {"ssl": pool.tls,
+                        "server_hostname": pool.tls_server_name or server.hostname or server.ip}
         try:
             _, upstream = await asyncio.wait_for(
                 self.loop.create_connection(
                     lambda: ServerConnection(key, self.upstreams, self.settings.server_idle_timeout),
-                    server.ip, server.port, local_addr=local),
+                    server.ip, server.port, local_addr=local, **tls_args),
                 pool.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
             reason = _connect_error(server, exc)
             _release_server(ex, server)
             pool.connect_failed(server, reason)
@@ -715,6 +800,27 @@ class ClientConnection(asyncio.Protocol):
             self.paused &= ~reason
             if not self.paused and not self.closing:
                 self.transport.resume_reading()
+
+
+class TlsClientConnection(ClientConnection):
+    """A client connection on a TLS listener. Bytes that reach the protocol before a handshake
+    completed are what a failed handshake left in the clear (uvloop unwraps the stream): most
+    often plain HTTP sent to the TLS port. They get a 400 and the connection is closed."""
+
+    __slots__ = ("plaintext",)
+
+    def data_received(self, data: bytes) -> None:
+        if self.is_ready:
+            ClientConnection.data_received(self, data)
+            return
+        if not getattr(self, "plaintext", False):
+            self.plaintext = True
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                self._log_handshake_failure(transport, time.time(),
+                                            "TLS handshake failed: plain HTTP sent to a TLS port")
+                transport.write(http1.error_response(400))
+                transport.close()
 
 
 def _hostport(ip: str, port: int) -> str:

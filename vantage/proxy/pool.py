@@ -15,7 +15,7 @@ HASH_HEADER = "LB_ALGORITHM_CONSISTENT_HASH_CUSTOM_HEADER"
 class PoolRuntime:
     __slots__ = ("name", "uuid", "servers", "balancer", "hash_source", "hash_header",
                  "connect_timeout", "server_timeout", "max_retries", "inline_health",
-                 "stats", "health_checker", "__weakref__")
+                 "stats", "health_checker", "tls", "tls_server_name", "__weakref__")
 
     def __init__(self, name: str, servers: Sequence[Server], *, algorithm: str,
                  hash_source: str | None = None, hash_header: str | None = None,
@@ -38,6 +38,9 @@ class PoolRuntime:
         self.stats = TrafficStats()
         #: set by the SE (vantage.se.health.PoolHealthChecker); None when nothing watches health
         self.health_checker = None
+        #: client TLS context when connections to servers are encrypted (re-encryption)
+        self.tls = None
+        self.tls_server_name: str | None = None
 
     def pick(self, client_ip: str, client_port: int = 0, uri: bytes = b"",
              header_value: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:

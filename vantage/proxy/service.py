@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from vantage.proxy.pool import PoolRuntime
 from vantage.proxy.stats import TrafficStats
@@ -53,3 +54,9 @@ class VirtualServiceRuntime:
     source_ip: str | None = None
     stats: TrafficStats = dataclasses.field(default_factory=TrafficStats)
     full_client_logs: bool = True
+    #: ports served with TLS, the certificates chosen by SNI, and the profile
+    tls_ports: frozenset[int] = frozenset()
+    tls: Any = None  # vantage.proxy.tls.CertificateSet
+    tls_profile: Any = None  # vantage.proxy.tls.TlsProfile
+    #: with http_to_https, plain-HTTP requests are redirected to this port
+    https_redirect_port: int | None = None

@@ -20,10 +20,15 @@ from vantage.model.base import VantageObject, describe_errors
 from vantage.model.defaults import SYSTEM_OBJECTS
 from vantage.model.pool import HealthMonitor, Pool
 from vantage.model.profiles import ApplicationProfile, NetworkProfile
+from vantage.model.sslkeyandcertificate import SslKeyAndCertificate
+from vantage.model.sslprofile import SslProfile
 from vantage.model.virtualservice import VirtualService, VsVip
+from vantage.proxy import tls
 
 #: kinds an SE configuration may contain, in dependency order
 SE_KINDS: dict[str, type[VantageObject]] = {
+    "sslkeyandcertificate": SslKeyAndCertificate,
+    "sslprofile": SslProfile,
     "healthmonitor": HealthMonitor,
     "pool": Pool,
     "applicationprofile": ApplicationProfile,
@@ -45,6 +50,8 @@ class ConfigError(ValueError):
 class CompiledPool:
     model: Pool
     monitors: tuple[HealthMonitor, ...]
+    #: re-encryption: the profile for connections to servers, if any
+    ssl_profile: SslProfile | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,9 @@ class CompiledService:
     pool: str | None
     application_profile: ApplicationProfile
     network_profile: NetworkProfile
+    tls_ports: frozenset[int] = frozenset()
+    certificates: Any = None  # tls.CertificateSet, built (and so checked) at compile time
+    tls_profile: Any = None  # tls.TlsProfile
 
     @property
     def mode(self) -> str:
@@ -191,7 +201,13 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
         for i, server in enumerate(pool.servers):
             if ipaddress.ip_address(server.ip.addr).is_unspecified:
                 problems.append(f"{label}.servers[{i}].ip.addr: {server.ip.addr} is not a host")
-        pools[pool.uuid or pool.name] = CompiledPool(pool, tuple(monitors))
+        pool_ssl = resolve(label, "ssl_profile_ref", pool.ssl_profile_ref, "sslprofile")
+        if pool.ssl_server_ca:
+            try:
+                tls.client_context(verify_ca=pool.ssl_server_ca)
+            except tls.TlsConfigError as exc:
+                problems.append(f"{label}.ssl_server_ca: {exc}")
+        pools[pool.uuid or pool.name] = CompiledPool(pool, tuple(monitors), pool_ssl)
 
     services: dict[str, CompiledService] = {}
     bound: dict[tuple[str, int], str] = {}
@@ -216,10 +232,30 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
         if app is not None and app.type == "APPLICATION_PROFILE_TYPE_SSL":
             problems.append(f"{label}.application_profile_ref: {app.name} is "
                             "APPLICATION_PROFILE_TYPE_SSL, which this SE does not support yet")
-        for i, service in enumerate(vs.services):
+        tls_ports: set[int] = set()
+        for service in vs.services:
             if service.enable_ssl:
-                problems.append(f"{label}.services[{i}].enable_ssl: TLS termination is not "
-                                "supported by this SE yet")
+                tls_ports.update(range(service.port, (service.port_range_end or service.port) + 1))
+        certificates = tls_profile = None
+        if tls_ports:
+            if app is not None and app.type != "APPLICATION_PROFILE_TYPE_HTTP":
+                problems.append(f"{label}.services: enable_ssl needs an HTTP application "
+                                f"profile ({app.name} is {app.type})")
+            ssl_profile = resolve(label, "ssl_profile_ref", vs.ssl_profile_ref or "System-Standard",
+                                  "sslprofile")
+            certs = []
+            for i, ref in enumerate(vs.ssl_key_and_certificate_refs):
+                cert = resolve(label, f"ssl_key_and_certificate_refs[{i}]", ref,
+                               "sslkeyandcertificate")
+                if cert is not None:
+                    certs.append((i, cert))
+            if ssl_profile is not None:
+                tls_profile = tls_profile_of(ssl_profile)
+                try:
+                    certificates = tls.CertificateSet(
+                        [_certificate_spec(cert) for _, cert in certs], tls_profile)
+                except tls.TlsConfigError as exc:
+                    problems.append(f"{label}.ssl_key_and_certificate_refs: {exc}")
         if vsvip is None or pool is None and vs.pool_ref or app is None or net is None:
             continue
         addresses = [v.ip_address.addr for v in vsvip.vip if v.enabled and v.ip_address]
@@ -243,7 +279,23 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                                     f"used by virtualservice {other!r}")
                 bound[address] = vs.name
         services[vs.uuid or vs.name] = CompiledService(
-            vs, tuple(listen), (pool.uuid or pool.name) if pool else None, app, net)
+            vs, tuple(listen), (pool.uuid or pool.name) if pool else None, app, net,
+            frozenset(tls_ports), certificates, tls_profile)
     if problems:
         raise ConfigError(problems)
     return CompiledConfig(str(version) if version is not None else None, pools, services)
+
+
+def tls_profile_of(profile: SslProfile) -> tls.TlsProfile:
+    ciphers = profile.accepted_ciphers
+    return tls.TlsProfile(
+        versions=tuple(v.type for v in profile.accepted_versions), ciphers=ciphers,
+        session_reuse=profile.enable_ssl_session_reuse,
+        session_timeout=profile.ssl_session_timeout)
+
+
+def _certificate_spec(cert: SslKeyAndCertificate) -> tls.CertificateSpec:
+    if not cert.key or cert.key == "<sensitive>":
+        raise tls.TlsConfigError(f"{cert.name}: the private key is missing")
+    return tls.CertificateSpec(cert.name, cert.certificate.certificate, cert.key,
+                               cert.key_passphrase)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 
+from vantage.proxy import tls
 from vantage.proxy.backend import Server
 from vantage.proxy.engine import ProxyEngine
 from vantage.proxy.pool import PoolRuntime
@@ -101,11 +102,18 @@ class DataPlane:
                 continue
             pool = new_pools[spec.pool].runtime if spec.pool else None
             analytics = spec.model.analytics_policy
+            http = http_settings(spec)
+            redirect = None
+            if spec.tls_ports and spec.application_profile.http_profile is not None and \
+                    spec.application_profile.http_profile.http_to_https:
+                redirect = min(spec.tls_ports)
             services[key] = VirtualServiceRuntime(
                 name=spec.model.name, uuid=spec.model.uuid, mode=spec.mode, listen=list(spec.listen),
-                pool=pool, log=self.log, http=http_settings(spec), tcp=tcp_settings(spec),
+                pool=pool, log=self.log, http=http, tcp=tcp_settings(spec),
                 source_ip=self.source_ip,
-                full_client_logs=analytics.full_client_logs.enabled if analytics else True)
+                full_client_logs=analytics.full_client_logs.enabled if analytics else True,
+                tls_ports=spec.tls_ports, tls=spec.certificates, tls_profile=spec.tls_profile,
+                https_redirect_port=redirect)
             old = self.services.get(key)
             if old is not None:
                 services[key].stats = old.stats  # counters continue across reloads
@@ -143,6 +151,12 @@ class DataPlane:
             inline_health=model.inline_health_monitor, uuid=model.uuid)
         if previous is not None:
             runtime.stats = previous.stats
+        if spec.ssl_profile is not None:
+            runtime.tls = tls.client_context(
+                verify_ca=model.ssl_server_ca,
+                versions=[v.type for v in spec.ssl_profile.accepted_versions],
+                ciphers=spec.ssl_profile.accepted_ciphers)
+            runtime.tls_server_name = model.server_name
         return runtime
 
     def iter_pools(self) -> Iterator[PoolRuntime]:

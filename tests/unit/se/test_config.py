@@ -76,9 +76,9 @@ FIELD_ERRORS = {
                         "healthmonitor[0] (web-health).http_monitor.http_request: "),
     "no-vip": ("virtualservice.0.vsvip_ref", None,
                "virtualservice[0] (web-http).vsvip_ref: a virtual service needs a VIP"),
-    "tls": ("virtualservice.0.services.0.enable_ssl", True,
-            ("virtualservice[0] (web-http).services[0].enable_ssl: TLS termination is not "
-            "supported")),
+    "tls-without-certificate": ("virtualservice.0.services.0.enable_ssl", True,
+                                ("virtualservice[0] (web-http).ssl_key_and_certificate_refs: an "
+                                 "SSL service needs at least one certificate")),
     "pool-group": ("virtualservice.0.pool_group_ref", "pg",
                    "virtualservice[0] (web-http).pool_group_ref: pool groups are not supported"),
     "udp": ("virtualservice.1.network_profile_ref", "System-UDP-Fast-Path",
@@ -110,7 +110,8 @@ def test_every_problem_is_listed_at_once(doc):
     doc = edit(doc, "virtualservice.1.services.0.enable_ssl", True)
     doc["colours"] = []
     found = problems(doc)
-    assert len(found) == 4, found
+    # TLS on the L4 service is wrong twice: not an HTTP profile, and no certificate
+    assert len(found) == 5, found
     assert found[0].startswith("colours: unknown object kind")
 
 
