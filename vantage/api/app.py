@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import falcon
 import falcon.asgi
+import falcon.media
+import orjson
 
 from vantage.api import errors
 from vantage.api.middleware import AuthMiddleware
@@ -125,6 +127,11 @@ def create_app(conf, *, services: Services | None = None, control_plane=None,
         workers,
         AuthMiddleware(services.auth, run, public_url=conf.api.public_url,
                        trusted_origins=conf.api.trusted_origins)])
+    json_handler = falcon.media.JSONHandler(
+        dumps=lambda obj: orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode(),
+        loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     errors.install(app)

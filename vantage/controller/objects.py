@@ -43,6 +43,7 @@ from vantage.model.registry import (
     KINDS,
     PERMISSIONS,
     PROVIDER_KINDS,
+    REF_FIELDS_SPLIT,
     REF_PATHS,
     SECRET_FIELDS,
     get_path,
@@ -545,10 +546,9 @@ class ObjectService:
         if wire.include_name:
             wanted = {o.tenant for o in objs}
             for obj in objs:
-                for path, _target in REF_PATHS[obj.kind]:
-                    for _field, container, key in iter_refs(obj.body, path):
-                        value = container[key]
-                        wanted.update(value if isinstance(value, list) else [value])
+                for _field, container, key in self._ref_slots(obj.kind, obj.body):
+                    value = container[key]
+                    wanted.update(value if isinstance(value, list) else [value])
             names = tx.names(wanted)
 
         def url(kind: str, uuid: str) -> str:
@@ -559,13 +559,17 @@ class ObjectService:
         out = []
         for obj in objs:
             body = obj.body  # freshly parsed from the row: ours to change
-            for path, target in REF_PATHS[obj.kind]:
+            simple, nested = REF_FIELDS_SPLIT[obj.kind]
+            for key, target in simple:
+                value = body.get(key)
+                if value is not None:
+                    body[key] = ([url(target, v) for v in value] if isinstance(value, list)
+                                 else url(target, value))
+            for path, target in nested:
                 for _field, container, key in iter_refs(body, path):
                     value = container[key]
-                    if isinstance(value, list):
-                        container[key] = [url(target, v) for v in value]
-                    else:
-                        container[key] = url(target, value)
+                    container[key] = ([url(target, v) for v in value]
+                                      if isinstance(value, list) else url(target, value))
             if obj.secrets:
                 for path in json.loads(obj.secrets):
                     set_path(body, path, SENSITIVE)
@@ -579,6 +583,11 @@ class ObjectService:
             head.update(body)
             out.append(head)
         return out
+
+    @staticmethod
+    def _ref_slots(kind: str, body: dict[str, Any]):
+        for path, _target in REF_PATHS[kind]:
+            yield from iter_refs(body, path)
 
 
 def _has_path(doc: dict[str, Any], dotted: str) -> bool:

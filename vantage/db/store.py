@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -119,12 +119,12 @@ def _statements(dialect: sa.Dialect) -> dict[str, str]:
 
 def _row_to_obj(row) -> StoredObject:
     return StoredObject(uuid=row[0], kind=row[1], tenant=row[2], name=row[3],
-                        body=json.loads(row[4]), last_modified=row[5], secrets=row[6],
+                        body=orjson.loads(row[4]), last_modified=row[5], secrets=row[6],
                         shared=bool(row[7]), builtin=bool(row[8]))
 
 
 def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(doc).decode()
 
 
 class _Clock:
@@ -383,7 +383,7 @@ class Transaction:
         out = []
         for row in rows:
             entry = dict(row._mapping)
-            entry["detail"] = json.loads(entry["detail"]) if entry["detail"] else None
+            entry["detail"] = orjson.loads(entry["detail"]) if entry["detail"] else None
             out.append(entry)
         return count, out
 

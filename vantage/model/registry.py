@@ -2,6 +2,7 @@
 about each: where its references are, which fields are secrets, which privilege guards it."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,12 @@ def _ref_paths(cls: type[VantageObject]) -> tuple[tuple[str, str], ...]:
 #: kind -> ((field path, referenced kind), ...)
 REF_PATHS: dict[str, tuple[tuple[str, str], ...]] = {k: _ref_paths(c) for k, c in KINDS.items()}
 
+#: kind -> (top-level ref fields, nested ref paths), each as ((path, referenced kind), ...)
+REF_FIELDS_SPLIT: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
+    k: (tuple(p for p in paths if "." not in p[0] and not p[0].endswith("[]")),
+        tuple(p for p in paths if "." in p[0] or p[0].endswith("[]")))
+    for k, paths in REF_PATHS.items()}
+
 #: kind -> dotted paths of write-only fields (stored encrypted, answered as "<sensitive>")
 SECRET_FIELDS: dict[str, tuple[str, ...]] = {
     k: tuple(getattr(c, "secret_fields", ())) for k, c in KINDS.items()}
@@ -67,6 +74,12 @@ GLOBAL_KINDS = frozenset({"tenant", "role", "user"})
 PROVIDER_KINDS = frozenset({"cloud", "network", "serviceenginegroup", "serviceengine"})
 
 
+@functools.cache
+def _segments(path: str) -> tuple[tuple[str, bool], ...]:
+    return tuple((seg[:-2], True) if seg.endswith("[]") else (seg, False)
+                 for seg in path.split("."))
+
+
 def iter_refs(doc: dict[str, Any], path: str) -> Iterator[tuple[str, Any, Any]]:
     """Yield (concrete path, container, key) for every value present at `path` in `doc`.
 
@@ -74,22 +87,25 @@ def iter_refs(doc: dict[str, Any], path: str) -> Iterator[tuple[str, Any, Any]]:
     name list items by index (`services[0].override_application_profile_ref`), so errors can
     name them.
     """
-    segments = path.split(".")
+    segments = _segments(path)
+    if len(segments) == 1:  # the common case: a top-level field
+        key = segments[0][0]
+        if doc.get(key) is not None:
+            yield key, doc, key
+        return
+    last = len(segments) - 1
 
     def walk(node: Any, i: int, prefix: str) -> Iterator[tuple[str, Any, Any]]:
         if not isinstance(node, dict):
             return
-        seg = segments[i]
-        many = seg.endswith("[]")
-        key = seg[:-2] if many else seg
-        if key not in node or node[key] is None:
+        key, many = segments[i]
+        value = node.get(key)
+        if value is None:
             return
         here = f"{prefix}.{key}" if prefix else key
-        if i == len(segments) - 1:
+        if i == last:
             yield here, node, key
-            return
-        value = node[key]
-        if many:
+        elif many:
             if isinstance(value, list):
                 for n, item in enumerate(value):
                     yield from walk(item, i + 1, f"{here}[{n}]")
