@@ -9,7 +9,7 @@ import pathlib
 import pytest
 import yaml
 
-from vantage.se.config import ConfigError, compile_document, load_file
+from vantage.se.config import SE_KINDS, ConfigError, compile_document, load_file
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[3] / "examples" / "se-standalone.yaml"
 POOL_UUID = "pool-6c1d0f0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
@@ -175,8 +175,8 @@ def test_unknown_kinds_and_shapes_are_refused(doc):
     doc["vsvip"] = {"name": "not-a-list"}
     doc["healthmonitor"].append("web-health")
     found = problems(doc)
-    assert found[0] == ("poool: unknown object kind (expected one of healthmonitor, pool, "
-                        "applicationprofile, networkprofile, vsvip, virtualservice)")
+    assert found[0].startswith("poool: unknown object kind (expected one of ")
+    assert all(kind in found[0] for kind in SE_KINDS)
     assert "healthmonitor[1]: must be an object" in found
     assert "vsvip: must be a list of objects" in found
 
