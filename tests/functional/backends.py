@@ -61,10 +61,18 @@ def payload_digest(size: int, seed: int = 0) -> str:
     return digest.hexdigest()
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (connects to it are refused)."""
+def loopback_address() -> str:
+    """A random address of 127/8 away from 127.0.0.x. Many processes share this machine and
+    listen on 127.0.0.1; a virtual service on its own address cannot meet one of them on a
+    port picked by `free_port`, and nothing listens there unless a test binds it."""
+    rng = random.SystemRandom()
+    return f"127.{rng.randint(64, 254)}.{rng.randint(1, 254)}.{rng.randint(1, 254)}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now at `host` (connects to it are refused)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 

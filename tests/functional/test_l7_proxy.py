@@ -1,4 +1,4 @@
-"""The HTTP/1.1 reverse proxy with real sockets on 127.0.0.1: an in-process DataPlane (the SE's
+"""The HTTP/1.1 reverse proxy with real sockets on 127/8: an in-process DataPlane (the SE's
 one apply path) on the test's uvloop event loop, in front of real test backends.
 
 Covers keep-alive on both sides, balancing (weighted round robin, least connections,
@@ -27,6 +27,7 @@ from tests.functional.backends import (
     HttpBackend,
     HttpClient,
     free_port,
+    loopback_address,
     payload,
     payload_digest,
 )
@@ -64,15 +65,28 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: st
 
 # -- configuration documents -------------------------------------------------------------------
 
-def server(target: HttpBackend | int, **fields) -> dict:
-    port = target.port if isinstance(target, HttpBackend) else target
-    return {"ip": {"addr": "127.0.0.1"}, "port": port, **fields}
+def server(target: HttpBackend | tuple[str, int], **fields) -> dict:
+    """A pool server: a test backend, or an (ip, port) address."""
+    ip, port = target.address if isinstance(target, HttpBackend) else target
+    return {"ip": {"addr": ip}, "port": port, **fields}
 
 
-def document(servers: list, port: int, *, algorithm: str = ROUND_ROBIN,
+def dead_server() -> tuple[str, int]:
+    """An address where nothing listens: connects are refused."""
+    address = loopback_address()
+    return address, free_port(address)
+
+
+def key(target: HttpBackend | tuple[str, int]) -> str:
+    """How the proxy names a server (logs, metrics)."""
+    ip, port = target.address if isinstance(target, HttpBackend) else target
+    return f"{ip}:{port}"
+
+
+def document(servers: list, port: int, *, vip: str, algorithm: str = ROUND_ROBIN,
              hash_source: str | None = None, hash_header: str | None = None,
              http_profile: dict | None = None, pool: dict | None = None) -> dict:
-    """One HTTP virtual service on 127.0.0.1:`port` over one pool of `servers`."""
+    """One HTTP virtual service on `vip`:`port` over one pool of `servers`."""
     pool_obj = {"name": "web", "lb_algorithm": algorithm,
                 "servers": [s if isinstance(s, dict) else server(s) for s in servers],
                 "connection_timeout": 2000, "server_timeout": 10000, **(pool or {})}
@@ -81,8 +95,7 @@ def document(servers: list, port: int, *, algorithm: str = ROUND_ROBIN,
     if hash_header:
         pool_obj["lb_algorithm_consistent_hash_hdr"] = hash_header
     vs = {"name": "shop", "vsvip_ref": "vip", "pool_ref": "web", "services": [{"port": port}]}
-    doc = {"pool": [pool_obj], "vsvip": [{"name": "vip", "vip": [{"ip_address":
-                                                                   {"addr": "127.0.0.1"}}]}],
+    doc = {"pool": [pool_obj], "vsvip": [{"name": "vip", "vip": [{"ip_address": {"addr": vip}}]}],
            "virtualservice": [vs]}
     if http_profile is not None:
         doc["applicationprofile"] = [{"name": "custom-http",
@@ -93,12 +106,13 @@ def document(servers: list, port: int, *, algorithm: str = ROUND_ROBIN,
 
 
 class Proxy:
-    """A DataPlane serving `document(...)` on 127.0.0.1:`port`, with a stats listener; its
-    request log is written as JSON lines to memory."""
+    """A DataPlane serving `document(...)` on `vip`:`port` (an address of its own), with a
+    stats listener; its request log is written as JSON lines to memory."""
 
-    def __init__(self, dataplane: DataPlane, port: int, stream: io.BytesIO,
+    def __init__(self, dataplane: DataPlane, vip: str, port: int, stream: io.BytesIO,
                  stats: StatsServer, stats_port: int) -> None:
         self.dataplane = dataplane
+        self.vip = vip
         self.port = port
         self.stream = stream
         self.stats = stats
@@ -113,14 +127,16 @@ class Proxy:
         return self.dataplane.services["shop"]
 
     async def client(self, **kwargs) -> HttpClient:
-        return await HttpClient.connect(self.port, **kwargs)
+        return await HttpClient.connect(self.port, self.vip, **kwargs)
 
     async def get(self, target: str, headers=(), **kwargs):
         """One request on a new connection."""
         async with await self.client(**kwargs) as client:
             return await client.get(target, headers)
 
-    async def reload(self, doc: dict) -> None:
+    async def reload(self, servers: list, **options) -> None:
+        """Apply a new document for this virtual service (the SE's apply path)."""
+        doc = document(servers, self.port, vip=self.vip, **options)
         await self.dataplane.apply(compile_document(doc))
 
     def log_records(self) -> list[dict]:
@@ -130,7 +146,7 @@ class Proxy:
 
     async def metrics(self) -> dict[tuple[str, frozenset], float]:
         """GET /metrics, parsed by prometheus_client: (sample name, labels) -> value."""
-        async with await HttpClient.connect(self.stats_port) as client:
+        async with await HttpClient.connect(self.stats_port, self.vip) as client:
             resp = await client.get("/metrics", [("Connection", "close")])
         assert resp.status == 200
         samples = {}
@@ -163,14 +179,15 @@ async def make_proxy():
     made: list[Proxy] = []
 
     async def make(servers: list, **options) -> Proxy:
-        port = free_port()
+        vip = loopback_address()
+        port = free_port(vip)
         stream = io.BytesIO()
         log = RequestLog(stream)
         dataplane = DataPlane(asyncio.get_running_loop(), log, drain_timeout=1.0)
-        await dataplane.apply(compile_document(document(servers, port, **options)))
+        await dataplane.apply(compile_document(document(servers, port, vip=vip, **options)))
         stats = StatsServer(dataplane)
-        _, stats_port = await stats.start("127.0.0.1", 0)
-        proxy = Proxy(dataplane, port, stream, stats, stats_port)
+        _, stats_port = await stats.start(vip, 0)
+        proxy = Proxy(dataplane, vip, port, stream, stats, stats_port)
         made.append(proxy)
         return proxy
 
@@ -288,8 +305,7 @@ async def test_consistent_hash_keeps_keys_and_moves_only_the_removed_servers(
     assert set(before.values()) == {"a", "b", "c"}
 
     # disable c by a reload: keys of a and b stay, keys of c spread over a and b
-    await proxy.reload(document([nodes[0], nodes[1], server(nodes[2], enabled=False)],
-                                proxy.port, **options))
+    await proxy.reload([nodes[0], nodes[1], server(nodes[2], enabled=False)], **options)
     after = {k: await place(k) for k in keys}
     for key in keys:
         if before[key] != "c":
@@ -476,9 +492,10 @@ async def test_x_forwarded_fields_follow_the_http_profile(profile, backends, mak
                                        ("X-Forwarded-Proto", "https"),
                                        ("X-Forwarded-Port", "1234")])).echo
         bare = (await client.get("/")).echo
+        me = client.local[0]
     if profile == "default":
-        assert sent.values("X-Forwarded-For") == ["10.0.0.1, 127.0.0.1"]  # appended
-        assert bare.values("X-Forwarded-For") == ["127.0.0.1"]
+        assert sent.values("X-Forwarded-For") == [f"10.0.0.1, {me}"]  # appended
+        assert bare.values("X-Forwarded-For") == [me]
         for echo in (sent, bare):  # set by the proxy, client-sent values replaced
             assert echo.values("X-Forwarded-Proto") == ["http"]
             assert echo.values("X-Forwarded-Port") == [str(proxy.port)]
@@ -489,11 +506,11 @@ async def test_x_forwarded_fields_follow_the_http_profile(profile, backends, mak
         for name in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Port"):
             assert bare.values(name) == []
     else:
-        assert sent.values("X-Client-IP") == ["127.0.0.1"]
+        assert sent.values("X-Client-IP") == [me]
         assert sent.values("X-Forwarded-For") == ["10.0.0.1"]  # not the configured name
         assert sent.values("X-Forwarded-Proto") == ["http"]
         assert sent.values("X-Forwarded-Port") == ["1234"]  # port insertion is off
-        assert bare.values("X-Client-IP") == ["127.0.0.1"]
+        assert bare.values("X-Client-IP") == [me]
         assert bare.values("X-Forwarded-Port") == []
 
 
@@ -549,7 +566,7 @@ async def test_http10_client_without_keep_alive_gets_a_closed_connection(backend
         assert await client.closed_by_peer()
     echo = resp.echo
     assert echo.version == "1.1"  # the proxy speaks HTTP/1.1 to servers
-    assert echo.header("Host") == f"127.0.0.1:{proxy.port}"  # the VIP stands in for Host
+    assert echo.header("Host") == f"{proxy.vip}:{proxy.port}"  # the VIP stands in for Host
 
 
 async def test_http10_client_with_keep_alive_keeps_its_connection(backends, make_proxy):
@@ -604,7 +621,7 @@ async def test_pipelined_requests_are_answered_in_order(backends, make_proxy):
 
 async def test_refused_connect_is_retried_and_the_server_marked_down(backends, make_proxy):
     backend = await backends("alive")
-    dead = free_port()
+    dead = dead_server()
     proxy = await make_proxy([dead, backend])
     statuses = []
     for i in range(4):
@@ -613,9 +630,9 @@ async def test_refused_connect_is_retried_and_the_server_marked_down(backends, m
     assert statuses == [(200, "alive")] * 4
     assert backend.served == 4
     metrics = await proxy.metrics()
-    dead_key = f"127.0.0.1:{dead}"
+    dead_key = key(dead)
     assert sample(metrics, "vantage_server_up", pool="web", server=dead_key) == 0
-    assert sample(metrics, "vantage_server_up", pool="web", server=f"127.0.0.1:{backend.port}") == 1
+    assert sample(metrics, "vantage_server_up", pool="web", server=key(backend)) == 1
     assert sample(metrics, "vantage_server_connect_failures_total", pool="web",
                   server=dead_key) >= 1
     status = {s.key: s for s in proxy.pool.servers}[dead_key]
@@ -630,11 +647,11 @@ async def test_all_servers_disabled_answers_503_with_a_logged_reason(backends, m
     assert backend.served == 0
     record = proxy.log_records()[-1]
     assert record["status"] == 503 and record["significant"] is True
-    assert "disabled" in record["reason"] and f"127.0.0.1:{backend.port}" in record["reason"]
+    assert "disabled" in record["reason"] and key(backend) in record["reason"]
 
 
 async def test_all_servers_down_answers_503_with_a_logged_reason(make_proxy):
-    dead = [free_port(), free_port()]
+    dead = [dead_server(), dead_server()]
     proxy = await make_proxy(dead)
     first = await proxy.get("/first")
     assert first.status in (502, 503)  # both connects were refused during this request
@@ -643,8 +660,8 @@ async def test_all_servers_down_answers_503_with_a_logged_reason(make_proxy):
     record = proxy.log_records()[-1]
     assert record["status"] == 503 and record["significant"] is True
     assert record["server"] is None
-    for port in dead:
-        assert f"127.0.0.1:{port} down" in record["reason"]
+    for address in dead:
+        assert f"{key(address)} down" in record["reason"]
     assert "refused" in record["reason"]
 
 
@@ -678,16 +695,16 @@ async def test_request_log_lines_carry_every_field(backends, make_proxy):
     async with await proxy.client() as client:
         ok = await client.request("POST", "/orders?id=7", body=body)
         missing = await client.get("/missing?status=404")
-        port = client.local[1]
+        me = "{}:{}".format(*client.local)
     records = proxy.log_records()
     assert len(records) == 2
     for record in records:
         assert LOG_FIELDS <= set(record), LOG_FIELDS - set(record)
         stamp = datetime.datetime.fromisoformat(record["time"])
         assert abs((datetime.datetime.now(datetime.UTC) - stamp).total_seconds()) < 60
-        assert record["client"] == f"127.0.0.1:{port}"
+        assert record["client"] == me
         assert (record["vs"], record["pool"]) == ("shop", "web")
-        assert record["server"] == f"127.0.0.1:{backend.port}"
+        assert record["server"] == key(backend)
         for name in ("client_rtt", "connect_time", "server_response_time", "total_time"):
             assert isinstance(record[name], float) and record[name] >= 0, name
         assert record["total_time"] >= record["server_response_time"]
@@ -723,8 +740,32 @@ async def test_prometheus_metrics_count_the_requests_sent(backends, make_proxy):
     assert sample(metrics, "vantage_vs_bytes_out_total", **vs) == wire
     assert sample(metrics, "vantage_vs_errors_total", **vs) == 4
     per_server = [sample(metrics, "vantage_server_responses_total", pool="web",
-                         server=f"127.0.0.1:{s.port}", code_class="2xx") for s in (a, b)]
+                         server=key(s), code_class="2xx") for s in (a, b)]
     assert per_server == [10, 10]
     assert sample(metrics, "vantage_pool_responses_total", pool="web", code_class="2xx") == 20
     for s in (a, b):
-        assert sample(metrics, "vantage_server_up", pool="web", server=f"127.0.0.1:{s.port}") == 1
+        assert sample(metrics, "vantage_server_up", pool="web", server=key(s)) == 1
+
+
+@pytest.mark.parametrize("action,reason", [("reset", "reset the connection"),
+                                           ("close", "closed the connection before")])
+async def test_a_server_failing_mid_request_gets_502_and_passive_down(action, reason, backends,
+                                                                      make_proxy):
+    """The request was sent, so it is not retried (it may have had effects): 502, logged;
+    the failure on a new connection counts against the server (passive health)."""
+    a, b = await backends("a"), await backends("b")
+    proxy = await make_proxy([a, b])
+    async with await proxy.client() as client:
+        first = await client.get(f"/fail?action={action}")
+        assert first.status == 502
+        assert await client.closed_by_peer()
+    failed = a if a.served else b
+    other = b if failed is a else a
+    record = proxy.log_records()[-1]
+    assert record["status"] == 502 and record["significant"] is True
+    assert reason in record["reason"] and key(failed) in record["reason"]
+    assert record["server"] == key(failed)
+    status = {s.port: s for s in proxy.pool.servers}
+    assert not status[failed.port].up
+    names = {(await proxy.get(f"/after/{i}")).header("X-Server") for i in range(4)}
+    assert names == {other.name}

@@ -1,5 +1,5 @@
 """The real `vantage-se` process in standalone mode: a configuration like
-examples/se-standalone.yaml (free ports), test backends on 127.0.0.1, SIGHUP reloads (invalid
+examples/se-standalone.yaml (own VIP, free ports), test backends on 127.0.0.1, SIGHUP reloads (invalid
 and valid), SIGTERM, request logs, /metrics and /status, memory of a large upload."""
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.functional.backends import (
     HttpBackend,
     HttpClient,
     free_port,
+    loopback_address,
     payload,
     payload_digest,
 )
@@ -44,10 +45,12 @@ def se_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "vantage.se.cmd"]
 
 
-def example_config(backends: list[HttpBackend], http_port: int, tcp_port: int) -> dict:
-    """examples/se-standalone.yaml with its ports replaced: VS ports 8080/8081 by free ones,
-    servers 9001/9002 by the test backends."""
+def example_config(backends: list[HttpBackend], vip: str, http_port: int, tcp_port: int) -> dict:
+    """examples/se-standalone.yaml with its addresses replaced: the VIP by `vip`, VS ports
+    8080/8081 by free ones, servers 9001/9002 by the test backends."""
     doc = yaml.safe_load(EXAMPLE.read_text())
+    (vsvip,) = doc["vsvip"]
+    vsvip["vip"][0]["ip_address"]["addr"] = vip
     (pool,) = doc["pool"]
     assert [s["port"] for s in pool["servers"]] == [9001, 9002]
     pool["servers"] = [{"ip": {"addr": "127.0.0.1"}, "port": b.port} for b in backends]
@@ -59,12 +62,17 @@ def example_config(backends: list[HttpBackend], http_port: int, tcp_port: int) -
 
 
 class RunningSE:
-    def __init__(self, base: pathlib.Path, doc: dict) -> None:
+    """`vantage-se` on an address of its own (see `loopback_address`)."""
+
+    def __init__(self, base: pathlib.Path, backends: list[HttpBackend]) -> None:
+        self.vip = loopback_address()
+        self.http_port, self.tcp_port = free_port(self.vip), free_port(self.vip)
+        doc = example_config(backends, self.vip, self.http_port, self.tcp_port)
         self.base = base
         self.config = base / "se.yaml"
         self.request_log = base / "requests.log"
         self.stderr_path = base / "se.stderr"
-        self.stats_port = free_port()
+        self.stats_port = free_port(self.vip)
         self.process: asyncio.subprocess.Process | None = None
         self.write_config(doc)
 
@@ -79,7 +87,7 @@ class RunningSE:
             self.process = await asyncio.create_subprocess_exec(
                 *se_command(), "--config", str(self.config),
                 "--request-log", str(self.request_log),
-                "--stats-listen", f"127.0.0.1:{self.stats_port}",
+                "--stats-listen", f"{self.vip}:{self.stats_port}",
                 stdout=asyncio.subprocess.DEVNULL, stderr=stderr)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
@@ -99,7 +107,7 @@ class RunningSE:
         return self.stderr_path.read_text(errors="replace")
 
     async def stats_get(self, path: str):
-        async with await HttpClient.connect(self.stats_port) as client:
+        async with await HttpClient.connect(self.stats_port, self.vip) as client:
             return await client.get(path, [("Connection", "close")])
 
     async def status(self) -> dict:
@@ -124,6 +132,19 @@ class RunningSE:
             await asyncio.sleep(0.05)
         return err
 
+    async def log_records(self, vs: str, count: int, timeout: float = 10) -> list[dict]:
+        """The request log's records of `vs`, once there are `count` of them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            text = self.request_log.read_text() if self.request_log.exists() else ""
+            # only whole lines: a batch may be half-written
+            records = [json.loads(line) for line in text.split("\n")[:-1]]
+            found = [r for r in records if r.get("vs") == vs]
+            if len(found) >= count or loop.time() > deadline:
+                return found
+            await asyncio.sleep(0.05)
+
     def rss_kb(self, field: str = "VmRSS") -> int:
         for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -140,6 +161,14 @@ class RunningSE:
                 await self.process.wait()
         return self.process.returncode
 
+    async def get(self, port: int, target: str, headers=()):
+        """One request to this SE's `port` on a new connection."""
+        async with await HttpClient.connect(port, self.vip) as client:
+            return await client.get(target, headers)
+
+    async def client(self) -> HttpClient:
+        return await HttpClient.connect(self.http_port, self.vip)
+
 
 @pytest.fixture
 async def backends():
@@ -152,30 +181,22 @@ async def backends():
 @pytest.fixture
 async def se(tmp_path, backends):
     """`vantage-se` serving the example over backends a and b (c is spare)."""
-    http_port, tcp_port = free_port(), free_port()
-    running = RunningSE(tmp_path, example_config(backends[:2], http_port, tcp_port))
-    running.http_port, running.tcp_port = http_port, tcp_port
-    await running.start()
+    running = await RunningSE(tmp_path, backends[:2]).start()
     yield running
     code = await running.stop()
     assert code == 0, f"vantage-se exited with {code}:\n{running.stderr()}"
 
 
-async def get(port: int, target: str, headers=()):
-    async with await HttpClient.connect(port) as client:
-        return await client.get(target, headers)
-
-
 async def test_serves_the_example_with_balancing_logs_and_metrics(se, backends):
-    async with await HttpClient.connect(se.http_port) as client:
+    async with await se.client() as client:
         responses = [await client.get(f"/page/{i}") for i in range(20)]
     assert [r.status for r in responses] == [200] * 20
     names = [r.header("X-Server") for r in responses]
     assert names.count("a") == names.count("b") == 10  # round robin over the two servers
-    assert all(r.echo.header("X-Forwarded-For") == "127.0.0.1" for r in responses)
+    assert all(r.echo.header("X-Forwarded-For") == client.local[0] for r in responses)
 
     # the L4 service relays bytes untouched: no X-Forwarded-For, the client's own request line
-    tcp = await get(se.tcp_port, "/raw")
+    tcp = await se.get(se.tcp_port, "/raw")
     assert tcp.status == 200 and tcp.header("X-Server") in ("a", "b")
     assert tcp.echo.header("X-Forwarded-For") is None
 
@@ -187,9 +208,7 @@ async def test_serves_the_example_with_balancing_logs_and_metrics(se, backends):
     assert status["last_error"] is None
     assert set(status["virtualservices"]) == {"web-http", "web-tcp"}
 
-    await asyncio.sleep(0.7)  # the log is flushed every 0.5 s
-    records = [json.loads(line) for line in se.request_log.read_text().splitlines()]
-    http = [r for r in records if r.get("vs") == "web-http"]
+    http = await se.log_records("web-http", 20)  # the log is written in batches
     assert [r["uri"] for r in http] == [f"/page/{i}" for i in range(20)]
     assert all(r["status"] == 200 and r["significant"] is False for r in http)
     assert {r["server"] for r in http} == {f"127.0.0.1:{b.port}" for b in backends[:2]}
@@ -208,13 +227,13 @@ async def test_sighup_with_an_invalid_file_keeps_the_old_configuration(se, backe
     status = await se.status()
     assert "no-such-pool" in status["last_error"]
     assert status["reloads"] == 0
-    names = {(await get(se.http_port, f"/{i}")).header("X-Server") for i in range(4)}
+    names = {(await se.get(se.http_port, f"/{i}")).header("X-Server") for i in range(4)}
     assert names == {"a", "b"}
 
     se.write_config("pool: [unclosed\n")
     se.signal(signal.SIGHUP)
     await se.wait_stderr("not valid YAML")
-    assert (await get(se.http_port, "/still")).status == 200
+    assert (await se.get(se.http_port, "/still")).status == 200
 
 
 async def test_sighup_adding_a_server_fails_no_request(se, backends):
@@ -224,7 +243,7 @@ async def test_sighup_adding_a_server_fails_no_request(se, backends):
 
     async def worker() -> None:
         for _ in range(400):  # bounded; normally ends on `stop`
-            async with await HttpClient.connect(se.http_port) as client:
+            async with await se.client() as client:
                 for _ in range(3):
                     resp = await client.get("/loop")
                     results.append((resp.status, resp.header("X-Server")))
@@ -256,8 +275,7 @@ async def test_sighup_adding_a_server_fails_no_request(se, backends):
 
 
 async def test_sigterm_stops_with_exit_status_zero(tmp_path, backends):
-    running = RunningSE(tmp_path, example_config(backends[:2], free_port(), free_port()))
-    await running.start()
+    running = await RunningSE(tmp_path, backends[:2]).start()
     running.signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.process.wait(), 15) == 0
     assert "stopping" in running.stderr()
@@ -266,10 +284,10 @@ async def test_sigterm_stops_with_exit_status_zero(tmp_path, backends):
 async def test_large_upload_does_not_grow_the_se_memory(se, backends):
     size = 50 * MB
     # warm up the paths (imports, buffers, pools) before the baseline
-    async with await HttpClient.connect(se.http_port) as client:
+    async with await se.client() as client:
         await client.request("POST", "/warm", body=b"w" * MB)
     before = se.rss_kb("VmHWM")
-    async with await HttpClient.connect(se.http_port) as client:
+    async with await se.client() as client:
         await client.send_request("POST", "/upload", [("Content-Length", str(size))],
                                   payload(size, seed=11))
         resp = await client.read_response(timeout=30)
