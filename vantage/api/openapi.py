@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from vantage.controller.objects import HIDDEN_SECRET_KINDS
 from vantage.model.registry import KINDS, SECRET_FIELDS
 
 _ERRORS = {
@@ -89,10 +90,15 @@ def build_openapi(version: str) -> dict[str, Any]:
         ref = refs[(cls, "validation")]["$ref"]
         name = ref.rsplit("/", 1)[-1]
         for path in SECRET_FIELDS[kind]:
-            if "." not in path and path in schemas[name].get("properties", {}):
-                schemas[name]["properties"][path]["writeOnly"] = True
-                schemas[name]["properties"][path]["description"] = (
-                    "Write-only: a GET answers \"<sensitive>\" when it is set.")
+            if "." in path or path not in schemas[name].get("properties", {}):
+                continue
+            prop = schemas[name]["properties"][path]
+            if kind in HIDDEN_SECRET_KINDS:
+                prop["writeOnly"] = True
+                prop["description"] = "Write-only: never in an answer."
+            else:
+                prop["description"] = ("Secret: an answer holds \"<sensitive>\" when it is "
+                                       "set, never the value.")
         obj = {"$ref": ref}
         listing = {"type": "object", "required": ["count", "results"], "properties": {
             "count": {"type": "integer"}, "next": {"type": "string"},

@@ -14,8 +14,9 @@ from vantage.db.store import SORT_COLUMNS
 MAX_PAGE_SIZE = 200
 
 
-def _etag(obj: dict[str, Any]) -> str:
-    return f'"{obj["_last_modified"]}"'
+def _set_etag(resp, obj: dict[str, Any]) -> None:
+    if "_last_modified" in obj:  # absent when `fields=` left it out
+        resp.set_header("ETag", f'"{obj["_last_modified"]}"')
 
 
 def _int_param(req, name: str, default: int, low: int, high: int) -> int:
@@ -107,7 +108,7 @@ class Collection:
         obj = await self.ctx.run(self.ctx.objects.create, req.context.caller, self.kind, data,
                                  self.ctx.wire(req), slug=req.get_header("Slug"))
         resp.status = falcon.HTTP_201
-        resp.set_header("ETag", _etag(obj))
+        _set_etag(resp, obj)
         resp.location = obj["url"]
         resp.media = obj
 
@@ -122,21 +123,21 @@ class Item:
     async def on_get(self, req, resp, uuid: str) -> None:
         obj = await self.ctx.run(self.ctx.objects.get, req.context.caller, self.kind, uuid,
                                  self.ctx.wire(req, with_fields=True))
-        resp.set_header("ETag", _etag(obj))
+        _set_etag(resp, obj)
         resp.media = obj
 
     async def on_put(self, req, resp, uuid: str) -> None:
         data = await _body(req)
         obj = await self.ctx.run(self.ctx.objects.replace, req.context.caller, self.kind, uuid,
                                  data, self.ctx.wire(req), if_match=req.get_header("If-Match"))
-        resp.set_header("ETag", _etag(obj))
+        _set_etag(resp, obj)
         resp.media = obj
 
     async def on_patch(self, req, resp, uuid: str) -> None:
         data = await _body(req)
         obj = await self.ctx.run(self.ctx.objects.patch, req.context.caller, self.kind, uuid,
                                  data, self.ctx.wire(req), if_match=req.get_header("If-Match"))
-        resp.set_header("ETag", _etag(obj))
+        _set_etag(resp, obj)
         resp.media = obj
 
     async def on_delete(self, req, resp, uuid: str) -> None:

@@ -53,6 +53,8 @@ from vantage.model.registry import (
 )
 
 SENSITIVE = "<sensitive>"
+#: kinds whose secrets are left out of answers altogether (a password hash says nothing useful)
+HIDDEN_SECRET_KINDS = frozenset({"user"})
 _META_FIELDS = ("uuid", "url", "tenant_ref", "_last_modified", "last_modified")
 _UUID_NAMESPACE = uuidlib.UUID("6f1c0e52-3a57-4c55-9d1e-7a1f5b0c2d11")
 
@@ -190,6 +192,10 @@ class ObjectService:
                 if obj.uuid == caller.user_uuid:
                     raise Conflict(f"user '{obj.name}' is the user making this request; "
                                    "log in as another administrator to delete it")
+                if obj.body.get("is_superuser") and not caller.superuser:
+                    raise Forbidden("only a superuser may delete a superuser")
+                if _active_superuser(obj.body):
+                    self._check_other_superuser(tx, obj)
                 tx.delete_sessions(user_uuid=obj.uuid)
                 tx.delete_tokens(obj.uuid)
             try:
@@ -524,6 +530,18 @@ class ObjectService:
         if kind == "user" and not caller.superuser and (
                 doc.get("is_superuser") or (current and current.body.get("is_superuser"))):
             raise Forbidden("only a superuser may create or change a superuser")
+        if kind == "user" and current is not None and _active_superuser(current.body) \
+                and not _active_superuser(doc):
+            if current.uuid == caller.user_uuid:
+                raise Conflict(f"user '{current.name}' is the user making this request and "
+                               "would lose its superuser rights; ask another superuser")
+            self._check_other_superuser(tx, current)
+
+    def _check_other_superuser(self, tx: Transaction, user: StoredObject) -> None:
+        _, users = tx.list("user", Scope(self.admin_tenant, include_shared=False), limit=None)
+        if not any(_active_superuser(u.body) for u in users if u.uuid != user.uuid):
+            raise Conflict(f"user '{user.name}' is the last active superuser; make another "
+                           "user a superuser first")
 
     def _audit(self, tx: Transaction, caller: Caller, action: str, obj: StoredObject,
                detail: dict[str, Any] | None = None) -> None:
@@ -570,7 +588,7 @@ class ObjectService:
                     value = container[key]
                     container[key] = ([url(target, v) for v in value]
                                       if isinstance(value, list) else url(target, value))
-            if obj.secrets:
+            if obj.secrets and obj.kind not in HIDDEN_SECRET_KINDS:
                 for path in json.loads(obj.secrets):
                     set_path(body, path, SENSITIVE)
             head = {"url": f"{base}{obj.kind}/{obj.uuid}", "uuid": obj.uuid, "name": obj.name,
@@ -588,6 +606,10 @@ class ObjectService:
     def _ref_slots(kind: str, body: dict[str, Any]):
         for path, _target in REF_PATHS[kind]:
             yield from iter_refs(body, path)
+
+
+def _active_superuser(body: dict[str, Any]) -> bool:
+    return bool(body.get("is_superuser")) and body.get("is_active", True)
 
 
 def _has_path(doc: dict[str, Any], dotted: str) -> bool:

@@ -150,3 +150,21 @@ def test_role_changes_apply_to_the_next_request(admin, app, tenants):
     assert bob.post("/api/pool", {"name": "web2"}).status_code == 403
     admin.patch(f"/api/user/{user['uuid']}", {"replace": {"is_active": False}})
     assert bob.get("/api/pool").status_code == 401
+
+
+def test_the_last_superuser_cannot_be_demoted_disabled_or_deleted(admin, app, tenants):
+    me = admin.get("/api/user", params={"name": "admin"}).json["results"][0]
+    assert "password" not in me  # write-only, never answered
+    result = admin.put(f"/api/user/{me['uuid']}", {"username": "admin", "name": "admin"})
+    assert result.status_code == 409 and "superuser" in result.json["error"]
+    second = admin.create("user", {"username": "root2", "password": "root2-password",
+                                   "is_superuser": True})
+    root2 = ApiClient(app)
+    assert root2.login("root2", "root2-password").status_code == 200
+    # now admin may be demoted by the other superuser, but not the last one left
+    assert root2.patch(f"/api/user/{me['uuid']}",
+                       {"replace": {"is_superuser": False}}).status_code == 200
+    result = admin.patch(f"/api/user/{second['uuid']}", {"replace": {"is_active": False}})
+    assert result.status_code == 403  # admin is no longer a superuser
+    result = root2.patch(f"/api/user/{second['uuid']}", {"replace": {"is_superuser": False}})
+    assert result.status_code == 409
