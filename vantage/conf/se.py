@@ -24,6 +24,9 @@ cli_opts = [
     cfg.StrOpt("stats-listen", default="127.0.0.1:9180", metavar="HOST:PORT",
                help="Address of the stats listener (GET /metrics in Prometheus text format, "
                     "GET /status); 'none' disables it."),
+    cfg.StrOpt("worker-socket", metavar="PATH",
+               help="(set by the supervisor of a multi-worker SE) serve this worker's counters "
+                    "on a Unix socket instead of a stats listener."),
     cfg.StrOpt("source-ip", metavar="IP",
                help="Address the SE connects to servers from (default: chosen by route)."),
     cfg.FloatOpt("drain-timeout", default=30.0, min=0,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -82,7 +83,9 @@ class StandaloneSE:
         if not await self.load():
             await self.dataplane.close()
             return 2
-        if self.conf.stats_listen and self.conf.stats_listen != "none":
+        if self.conf.worker_socket:
+            await self.stats.start_unix(self.conf.worker_socket)
+        elif self.conf.stats_listen and self.conf.stats_listen != "none":
             host, port = _hostport(self.conf.stats_listen)
             bound = await self.stats.start(host, port)
             LOG.info("stats listener on http://%s:%d/metrics", *bound)
@@ -147,6 +150,18 @@ class ManagedSE:
         return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Every L4 flow holds six descriptors (two sockets, two pipes): allow what the host
+    allows."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         conf = parse_args(sys.argv[1:] if argv is None else argv)
@@ -159,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         print("vantage-se: give either --config FILE (standalone) or --bootstrap FILE "
               "(managed by a controller)", file=sys.stderr)
         return 2
-    if conf.workers != 1:
-        print("vantage-se: only --workers 1 is supported in this version", file=sys.stderr)
+    _raise_open_files_limit()
+    workers = conf.workers or os.cpu_count() or 1
+    if workers > 1 and conf.bootstrap:
+        print("vantage-se: a managed SE runs one worker in this version; drop --workers",
+              file=sys.stderr)
         return 2
     try:
         import uvloop
@@ -170,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> int:
         if conf.bootstrap:
             return await ManagedSE(conf).run()
+        if workers > 1:
+            from vantage.se.workers import Supervisor
+            return await Supervisor(conf, workers).run()
         return await StandaloneSE(conf).run()
 
     if uvloop is not None:

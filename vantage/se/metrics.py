@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -110,6 +111,11 @@ class StatsServer:
         self._server = await asyncio.start_server(self._handle, host, port)
         return self._server.sockets[0].getsockname()[:2]
 
+    async def start_unix(self, path: str) -> None:
+        """A worker's private endpoint for its supervisor (adds GET /snapshot)."""
+        self._server = await asyncio.start_unix_server(self._handle, path)
+        os.chmod(path, 0o600)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
@@ -122,6 +128,10 @@ class StatsServer:
             elif path == b"/metrics":
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
                 body = generate_latest(self.registry)
+            elif path == b"/snapshot" and isinstance(self._server.sockets[0].getsockname(), str):
+                from vantage.se.workers import snapshot
+                status, ctype = "200 OK", "application/json"
+                body = json.dumps(snapshot(self.dataplane)).encode()
             elif path == b"/status":
                 status, ctype = "200 OK", "application/json"
                 body = json.dumps(self.status() if self.status else {}).encode()
