@@ -468,7 +468,9 @@ class ControlPlane:
                    ) -> dict[str, tuple[str, dict[str, Any]]]:
         per_se: dict[str, list[str]] = {}
         for vs_uuid, where in result.placements.items():
-            for se in (*where.active, *( [where.standby] if where.standby else [])):
+            # a standby gets the virtual service when placement promotes it: until then it
+            # must not answer for the VIP
+            for se in where.active:
                 per_se.setdefault(se, []).append(vs_uuid)
         docs = {}
         for se_uuid in self.ses:
