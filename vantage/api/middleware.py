@@ -59,10 +59,12 @@ class AuthMiddleware:
                 if values:
                     session_id = values[0]
                     break
-        identity = await self._run(
-            self._auth.identify, session_id=session_id, token=token,
-            tenant_name=req.get_header("X-Avi-Tenant"),
-            tenant_uuid=req.get_header("X-Avi-Tenant-UUID"), client=req.remote_addr)
+        credentials = {"session_id": session_id, "token": token,
+                       "tenant_name": req.get_header("X-Avi-Tenant"),
+                       "tenant_uuid": req.get_header("X-Avi-Tenant-UUID"),
+                       "client": req.remote_addr}
+        identity = (self._auth.identify_from_memory(**credentials)
+                    or await self._run(self._auth.identify, **credentials))
         if token is None and req.method in UNSAFE_METHODS:
             self._check_csrf(req, identity.csrf_token)
         req.context.caller = identity.caller

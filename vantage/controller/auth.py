@@ -97,6 +97,20 @@ class Identity:
     """The session's CSRF token (cookie logins only: writes must echo it)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Credential:
+    """A session or token as the store last described it."""
+
+    user_uuid: str
+    csrf: str | None
+    token_uuid: str | None
+    created: float
+    last_seen: float
+    expires: float | None
+    generation: int
+    fetched: float
+
+
 class LoginRateLimiter:
     """Counts failed logins per username and per client address over a sliding window."""
 
@@ -152,6 +166,8 @@ class AuthService:
         #: (user, tenant name, tenant uuid) -> (auth generation, expiry, Caller): who a user is
         #: in a tenant changes only with writes to users, roles and tenants
         self._callers: dict[tuple, tuple[int, float, Caller]] = {}
+        #: ("s"|"t", digest) -> what the store said about a session or token, for a moment
+        self._credentials: dict[tuple[str, str], _Credential] = {}
 
     # -- login and logout ---------------------------------------------------------------------
 
@@ -201,6 +217,8 @@ class AuthService:
         return session, info
 
     def logout(self, caller: Caller) -> None:
+        if caller.session_id:
+            self._credentials.pop(("s", caller.session_id), None)
         with self.store.begin(write=True) as tx:
             if caller.session_id:
                 tx.delete_session(caller.session_id)
@@ -209,45 +227,80 @@ class AuthService:
 
     # -- identifying a request ----------------------------------------------------------------
 
+    def identify_from_memory(self, *, session_id: str | None = None, token: str | None = None,
+                             tenant_name: str | None = None, tenant_uuid: str | None = None,
+                             client: str | None = None) -> Identity | None:
+        """What `identify` would answer, from what it saw in the last seconds; None when it
+        has to ask the store (then call `identify`). Needs no database, so the API can call it
+        without a worker thread."""
+        if token is not None:
+            key = ("t", _digest(token))
+        elif session_id is not None:
+            key = ("s", _digest(session_id))
+        else:
+            return None
+        now = self.clock()
+        generation = self.objects.auth_generation
+        cred = self._credentials.get(key)
+        if (cred is None or cred.generation != generation or now - cred.fetched > 2.0
+                or not self._fresh(cred, now)):
+            return None
+        hit = self._callers.get((cred.user_uuid, tenant_name, tenant_uuid))
+        if hit is None or hit[0] != generation or hit[1] <= now:
+            return None
+        caller = dataclasses.replace(hit[2], client=client, token_uuid=cred.token_uuid,
+                                     session_id=key[1] if key[0] == "s" else None)
+        return Identity(caller, cred.csrf)
+
+    def _fresh(self, cred: _Credential, now: float) -> bool:
+        """Valid, and not yet due for a last-seen update in the store."""
+        if cred.token_uuid is not None:
+            return (cred.expires is None or cred.expires > now) and now - cred.last_seen <= 60
+        return (now - cred.created <= self.settings.session_max_age
+                and now - cred.last_seen <= min(60.0, self.settings.session_idle_timeout / 10))
+
     def identify(self, *, session_id: str | None = None, token: str | None = None,
                  tenant_name: str | None = None, tenant_uuid: str | None = None,
                  client: str | None = None) -> Identity:
         """The caller behind a session cookie or an API token, in the tenant the request names
         (X-Avi-Tenant / X-Avi-Tenant-UUID) or the user's default tenant."""
         now = self.clock()
+        generation = self.objects.auth_generation
         with self.store.begin() as tx:
-            csrf = None
-            token_uuid = None
-            digest = None
             if token is not None:
-                row = tx.find_token(_digest(token))
+                key = ("t", _digest(token))
+                row = tx.find_token(key[1])
                 if row is None or not self._token_live(row):
                     raise NotAuthenticated("the API token is invalid, expired or revoked")
-                user_uuid, token_uuid = row["user_uuid"], row["uuid"]
-                touch = row["last_used"] is None or now - row["last_used"] > 60
+                cred = _Credential(row["user_uuid"], None, row["uuid"], row["created"],
+                                   row["last_used"] or 0.0, row["expires"], generation, now)
             elif session_id is not None:
-                digest = _digest(session_id)
-                row = tx.get_session(digest)
+                key = ("s", _digest(session_id))
+                row = tx.get_session(key[1])
                 if row is None:
                     raise NotAuthenticated("not logged in, or the session ended; log in again")
                 if (now - row["last_seen"] > self.settings.session_idle_timeout
                         or now - row["created"] > self.settings.session_max_age):
                     raise NotAuthenticated("the session expired; log in again")
-                user_uuid, csrf = row["user_uuid"], row["csrf_token"]
-                touch = now - row["last_seen"] > min(60.0, self.settings.session_idle_timeout / 10)
+                cred = _Credential(row["user_uuid"], row["csrf_token"], None, row["created"],
+                                   row["last_seen"], None, generation, now)
             else:
                 raise NotAuthenticated("authentication required: log in (POST /login) or send "
                                        "an API token (Authorization: Bearer ...)")
-            caller = self._cached_caller(tx, user_uuid, tenant_name, tenant_uuid, now)
-        caller = dataclasses.replace(caller, client=client, token_uuid=token_uuid,
-                                     session_id=digest if session_id is not None else None)
-        if touch:
+            caller = self._cached_caller(tx, cred.user_uuid, tenant_name, tenant_uuid, now)
+        caller = dataclasses.replace(caller, client=client, token_uuid=cred.token_uuid,
+                                     session_id=key[1] if key[0] == "s" else None)
+        if not self._fresh(cred, now):
             with self.store.begin(write=True) as tx:
-                if token_uuid:
-                    tx.touch_token(token_uuid, now)
+                if cred.token_uuid:
+                    tx.touch_token(cred.token_uuid, now)
                 else:
-                    tx.touch_session(digest, now)
-        return Identity(caller, csrf)
+                    tx.touch_session(key[1], now)
+            cred = dataclasses.replace(cred, last_seen=now)
+        if len(self._credentials) > 10_000:
+            self._credentials.clear()
+        self._credentials[key] = cred
+        return Identity(caller, cred.csrf)
 
     def _cached_caller(self, tx: Transaction, user_uuid: str, tenant_name: str | None,
                        tenant_uuid: str | None, now: float) -> Caller:
@@ -342,6 +395,7 @@ class AuthService:
             if row is None or (row["user_uuid"] != caller.user_uuid and not caller.superuser):
                 raise NotFound(f"usertoken {uuid} not found")
             tx.delete_token(uuid)
+            self._credentials.pop(("t", row["token_hash"]), None)
             tx.add_audit(action="TOKEN_REVOKE", username=caller.username, tenant=None,
                          kind="usertoken", obj_uuid=uuid, obj_name=row["name"],
                          client=caller.client)

@@ -1,10 +1,10 @@
 """Authentication and CSRF at the API edge: sessions, tokens, Referer, expiry, rate limits."""
 from __future__ import annotations
 
-import sqlalchemy as sa
+import time
 
-from tests.controllerlib import ADMIN_PASSWORD, ApiClient
-from vantage.db.schema import sessions
+from tests.controllerlib import ADMIN_PASSWORD, ApiClient, create_app
+from vantage.api.app import build_services
 
 
 def test_login_sets_cookies_and_answers_version(app):
@@ -69,13 +69,14 @@ def test_logout_ends_the_session(admin):
     assert admin.get("/api/pool").status_code == 401
 
 
-def test_idle_session_expires(admin, conf):
-    assert admin.get("/api/pool").status_code == 200
-    engine = sa.create_engine(f"sqlite:///{conf.state_path}/vantage.db")
-    with engine.begin() as conn:
-        conn.execute(sessions.update().values(last_seen=sessions.c.last_seen - 3600))
-    engine.dispose()
-    result = admin.get("/api/pool")
+def test_idle_session_expires(conf):
+    services = build_services(conf)
+    client = ApiClient(create_app(conf, services=services))
+    client.login()
+    assert client.get("/api/pool").status_code == 200
+    later = time.time() + conf.auth.session_idle_timeout + 1
+    services.auth.clock = lambda: later
+    result = client.get("/api/pool")
     assert result.status_code == 401 and "expired" in result.json["error"]
 
 
