@@ -35,6 +35,7 @@ ADMIN_PASSWORD = "benchmark-Passw0rd"
 TARGET_CREATES = 500.0  # creates/s
 TARGET_GET_P99 = 5.0  # ms
 TARGET_LIST_P99 = 30.0  # ms
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchmarkError(Exception):
@@ -117,6 +118,16 @@ class Controller:
     process: subprocess.Popen | None = None
     state_path: Path | None = None
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the controller process has used (None when not ours)."""
+        if self.process is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -168,6 +179,11 @@ class Result:
     samples_ms: list[float]
     target: str = ""
     ok: bool | None = None
+    server_cpu: float | None = None  # seconds of controller CPU over the whole operation
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        return None if self.server_cpu is None else self.server_cpu / self.count * 1000
 
     @property
     def rate(self) -> float:
@@ -180,15 +196,20 @@ class Result:
         return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def timed(conn: Connection, name: str, calls: list[tuple[str, str, Any]],
+def timed(conn: Connection, name: str, calls: list[tuple[str, str, Any]], cpu: Any,
           status: int = 200) -> tuple[Result, list[Any]]:
+    """Send `calls` one at a time; latency per call, and the controller's CPU over all."""
     samples, answers = [], []
+    cpu_start = cpu()
     start = time.perf_counter()
     for method, path, body in calls:
         t0 = time.perf_counter()
         answers.append(conn.expect(status, method, path, body))
         samples.append((time.perf_counter() - t0) * 1000)
-    return Result(name, len(calls), time.perf_counter() - start, samples), answers
+    elapsed = time.perf_counter() - start
+    cpu_end = cpu()
+    server_cpu = None if cpu_start is None or cpu_end is None else cpu_end - cpu_start
+    return Result(name, len(calls), elapsed, samples, server_cpu=server_cpu), answers
 
 
 def pool_body(i: int, prefix: str) -> dict[str, Any]:
@@ -204,7 +225,8 @@ def vs_body(i: int, prefix: str, pool_uuid: str) -> dict[str, Any]:
             "pool_ref": f"/api/pool/{pool_uuid}"}
 
 
-def run(url: str, token: str, args: argparse.Namespace) -> list[Result]:
+def run(url: str, token: str, args: argparse.Namespace, cpu: Any = lambda: None,
+        cleanup: bool = True) -> list[Result]:
     rng = random.Random(42)
     prefix = f"bench{int(time.time()) % 100000}"
     conn = Connection(url, token)
@@ -213,25 +235,28 @@ def run(url: str, token: str, args: argparse.Namespace) -> list[Result]:
 
     log(f"creating {args.pools} pools ...", file=sys.stderr)
     res, pools = timed(conn, "create pool", [("POST", "/api/pool", pool_body(i, prefix))
-                                             for i in range(args.pools)], status=201)
+                                             for i in range(args.pools)], cpu, status=201)
     results.append(res)
     log(f"creating {args.virtualservices} virtual services ...", file=sys.stderr)
     res, vss = timed(conn, "create virtualservice",
                      [("POST", "/api/virtualservice",
                        vs_body(i, prefix, pools[i % len(pools)]["uuid"]))
-                      for i in range(args.virtualservices)], status=201)
+                      for i in range(args.virtualservices)], cpu, status=201)
     results.append(res)
     both = Result("create (pools + VSs)", results[0].count + results[1].count,
                   results[0].seconds + results[1].seconds,
                   results[0].samples_ms + results[1].samples_ms,
-                  target=f">= {TARGET_CREATES:g}/s")
+                  target=f">= {TARGET_CREATES:g}/s",
+                  server_cpu=None if results[0].server_cpu is None else
+                  results[0].server_cpu + (results[1].server_cpu or 0.0))
     both.ok = both.rate >= TARGET_CREATES
     results.append(both)
 
     log("GET by uuid ...", file=sys.stderr)
     objs = [("pool", p["uuid"]) for p in pools] + [("virtualservice", v["uuid"]) for v in vss]
     sample = [rng.choice(objs) for _ in range(args.gets)]
-    res, _ = timed(conn, "GET by uuid", [("GET", f"/api/{k}/{u}", None) for k, u in sample])
+    res, _ = timed(conn, "GET by uuid", [("GET", f"/api/{k}/{u}", None) for k, u in sample],
+                   cpu)
     res.target, res.ok = f"p99 <= {TARGET_GET_P99:g} ms", res.pct(99) <= TARGET_GET_P99
     results.append(res)
 
@@ -241,7 +266,7 @@ def run(url: str, token: str, args: argparse.Namespace) -> list[Result]:
         kind, total = rng.choice([("pool", len(pools)), ("virtualservice", len(vss))])
         pages = max(1, total // 200)
         calls.append(("GET", f"/api/{kind}?page_size=200&page={rng.randint(1, pages)}", None))
-    res, answers = timed(conn, "list page (200)", calls)
+    res, answers = timed(conn, "list page (200)", calls, cpu)
     if any(len(a["results"]) != 200 for a in answers):
         raise BenchmarkError("a list page had fewer than 200 results")
     res.target, res.ok = f"p99 <= {TARGET_LIST_P99:g} ms", res.pct(99) <= TARGET_LIST_P99
@@ -252,7 +277,7 @@ def run(url: str, token: str, args: argparse.Namespace) -> list[Result]:
     sample = [rng.choice(names) for _ in range(args.gets)]
     res, answers = timed(conn, "list filtered by name",
                          [("GET", f"/api/{k}?" + urllib.parse.urlencode({"name": n}), None)
-                          for k, n in sample])
+                          for k, n in sample], cpu)
     if any(a["count"] != 1 for a in answers):
         raise BenchmarkError("a name-filtered list did not find exactly one object")
     results.append(res)
@@ -261,7 +286,7 @@ def run(url: str, token: str, args: argparse.Namespace) -> list[Result]:
     if conn.reconnects > 0:
         log(f"note: the connection was re-opened {conn.reconnects} times (server closed it)",
             file=sys.stderr)
-    if not args.keep:
+    if cleanup and not args.keep:
         log("deleting ...", file=sys.stderr)
         for v in vss:
             conn.expect(204, "DELETE", f"/api/virtualservice/{v['uuid']}")
@@ -274,12 +299,14 @@ def run(url: str, token: str, args: argparse.Namespace) -> list[Result]:
 # --------------------------------------------------------------------------- reporting
 
 def table(results: list[Result]) -> list[str]:
-    lines = ["| operation | count | rate (/s) | p50 (ms) | p99 (ms) | target | met |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    lines = [("| operation | count | rate (/s) | p50 (ms) | p99 (ms) | controller CPU "
+             "(ms/request) | target | met |"),
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         met = "" if r.ok is None else ("yes" if r.ok else "**no**")
+        cpu = "" if r.cpu_ms_per_request is None else f"{r.cpu_ms_per_request:.2f}"
         lines.append(f"| {r.name} | {r.count} | {r.rate:,.0f} | {r.pct(50):.2f} | "
-                     f"{r.pct(99):.2f} | {r.target} | {met} |")
+                     f"{r.pct(99):.2f} | {cpu} | {r.target} | {met} |")
     return lines
 
 
@@ -291,11 +318,11 @@ def environment() -> dict[str, str]:
         commit = ""
     return {"commit": commit or "unknown", "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version, "cpus": str(os.cpu_count()),
-            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def docs_section(results: list[Result], args: argparse.Namespace, env: dict[str, str],
-                 transport: str) -> str:
+                 transport: str, load: tuple[float, float]) -> str:
     return "\n".join([
         DOCS_SECTION, "",
         (f"`python -m benchmarks.controller_api` ({args.pools} pools and "
@@ -342,7 +369,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default=os.environ.get("VANTAGE_PASSWORD"),
                         help="with --url (default: VANTAGE_PASSWORD)")
-    parser.add_argument("--keep", action="store_true", help="do not delete the objects")
+    parser.add_argument("--keep", action="store_true",
+                        help="with --url, do not delete the objects afterwards")
     parser.add_argument("--no-docs", action="store_true",
                         help="do not update docs/performance.md")
     parser.add_argument("--quiet", action="store_true")
@@ -358,6 +386,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     controller = None
+    load_start = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="vantage-bench-") as tmp:
             if args.url:
@@ -366,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                 controller = start_controller(Path(tmp) / "state")
                 url, password = controller.url, ADMIN_PASSWORD
             token = login_token(url, args.username, password)
-            results = run(url, token, args)
+            # A controller started here is thrown away with its state: no need to delete.
+            results = run(url, token, args, cpu=controller.cpu_seconds if controller else
+                          (lambda: None), cleanup=controller is None)
             if controller:
                 controller.stop()
     except BenchmarkError as exc:
@@ -378,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table(results)))
     if not args.no_docs:
         transport = "HTTPS" if url.startswith("https") else "HTTP"
-        write_docs(docs_section(results, args, environment(), transport))
+        write_docs(docs_section(results, args, environment(), transport,
+                                (load_start, os.getloadavg()[0])))
         print(f"\nupdated {DOCS_FILE.relative_to(REPO)} ({DOCS_SECTION[3:]})", file=sys.stderr)
     return 0
 
