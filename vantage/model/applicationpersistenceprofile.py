@@ -37,6 +37,10 @@ class HttpCookiePersistenceProfile(Struct):
     timeout: Annotated[int, Field(ge=0, le=14400)] | None = None
     """Minutes the cookie lasts; unset means a session cookie."""
     always_send_cookie: bool = False
+    http_only: bool = False
+    is_persistent_cookie: bool = False
+    """True: the cookie carries Max-Age = `timeout` and is refused once older; False: a session
+    cookie (no Max-Age), honoured for as long as the browser keeps it."""
 
 
 class AppCookiePersistenceProfile(Struct):

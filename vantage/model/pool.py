@@ -49,6 +49,15 @@ class Pool(VantageObject):
     server_timeout: Annotated[int, Field(ge=0, le=21_600_000)] = 60000
     """Milliseconds to wait for a server's response header (HTTP) or between bytes; 0 = none."""
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    max_concurrent_connections_per_server: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    """Requests (L7) or connections (L4) in flight per server; 0 = unlimited."""
+    request_queue_enabled: bool = False
+    """When every server is at its limit, queue requests instead of answering 503."""
+    request_queue_depth: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    request_queue_timeout: Annotated[int, Field(ge=1, le=3_600_000)] = 10000
+    """Milliseconds a queued request may wait for a server; then 503."""
+    graceful_disable_timeout: Annotated[int, Field(ge=-1, le=7200)] = 1
+    """Minutes a disabled server keeps serving the connections it has (-1: until they end)."""
     """Other servers tried when a connect fails before any request byte was sent."""
     cloud_ref: str | None = None
     application_persistence_profile_ref: str | None = None
