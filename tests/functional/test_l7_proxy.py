@@ -288,30 +288,41 @@ async def test_consistent_hash_keeps_keys_and_moves_only_the_removed_servers(
     nodes = [await backends(name) for name in ("a", "b", "c")]
     options = {"algorithm": CONSISTENT_HASH, "hash_source": hash_source, "hash_header": header}
     proxy = await make_proxy(nodes, **options)
-    keys = range(40)
+    keys = range(120)
 
-    async def place(key: int) -> str:
-        if case == "uri":
-            resp = await proxy.get(f"/catalogue/item-{key}?v=1")
-        elif case == "source-ip":
-            resp = await proxy.get("/same/path", source=f"127.0.{key // 200}.{10 + key % 200}")
-        else:
-            resp = await proxy.get("/same/path", [("X-User", f"user-{key}")])
-        assert resp.status == 200
-        return resp.header("X-Server")
+    async def place_all() -> dict[int, str]:
+        placed = {}
+        if case == "source-ip":  # one connection per client address
+            for key in keys:
+                resp = await proxy.get("/same/path", source=f"127.0.{1 + key // 200}."
+                                                            f"{10 + key % 200}")
+                assert resp.status == 200
+                placed[key] = resp.header("X-Server")
+            return placed
+        async with await proxy.client() as client:  # the key is per request
+            for key in keys:
+                if case == "uri":
+                    resp = await client.get(f"/catalogue/item-{key}?v=1")
+                else:
+                    resp = await client.get("/same/path", [("X-User", f"user-{key}")])
+                assert resp.status == 200
+                placed[key] = resp.header("X-Server")
+        return placed
 
-    before = {k: await place(k) for k in keys}
-    assert {k: await place(k) for k in keys} == before  # the same key, the same server
+    before = await place_all()
+    assert await place_all() == before  # the same key, the same server
     assert set(before.values()) == {"a", "b", "c"}
 
-    # disable c by a reload: keys of a and b stay, keys of c spread over a and b
+    # disable c by a reload: the keys of c spread over a and b; the keys of a and b stay.
+    # Maglev keeps all but about 1% of them at most (vantage.proxy.balancing: its lookup
+    # table is rebuilt); more than 5% moving would be rehashing, not consistent hashing.
     await proxy.reload([nodes[0], nodes[1], server(nodes[2], enabled=False)], **options)
-    after = {k: await place(k) for k in keys}
-    for key in keys:
-        if before[key] != "c":
-            assert after[key] == before[key], f"key {key} moved from {before[key]}"
+    after = await place_all()
     moved = [after[k] for k in keys if before[k] == "c"]
-    assert moved and set(moved) <= {"a", "b"}
+    assert moved and set(moved) == {"a", "b"}
+    staying = [k for k in keys if before[k] != "c"]
+    changed = [k for k in staying if after[k] != before[k]]
+    assert len(changed) <= 0.05 * len(staying), f"keys of a and b that moved: {changed}"
 
 
 # -- bodies, streamed both ways ---------------------------------------------------------------
