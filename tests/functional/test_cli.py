@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import pathlib
 import stat
 import subprocess
 import sys
@@ -200,3 +201,30 @@ def test_tls_is_verified_by_default(controller, cli):
     assert "TLS verification" in run.stderr and "--ca-file" in run.stderr
     if controller.ca_file:
         cli("pool", "list", env={"VANTAGE_INSECURE": "", "VANTAGE_CA_FILE": controller.ca_file})
+
+
+def test_roles_users_and_pool_groups_from_their_options(cli, controller):
+    role, user, pool, group = _n("pool-admin"), _n("bob"), _n("pg-pool"), _n("pg")
+    password = "Bob-s3cret-pass"
+    cli.inproc("role", "create", role, "--privilege", "PERMISSION_POOL=WRITE_ACCESS",
+               "--privilege", "PERMISSION_POOLGROUP=WRITE_ACCESS")
+    cli.inproc("user", "create", user, "--user-password", password, "--access",
+               f"{role}@admin", "--email", "bob@example.com")
+    shown = json.loads(cli.inproc("user", "show", user, "-f", "json").stdout)
+    assert "password" not in shown or shown["password"] in (None, "", "<sensitive>")
+    assert shown["email"] == "bob@example.com"
+    try:
+        bob = Cli(controller, pathlib.Path(cli.env["XDG_CONFIG_HOME"]) / "bob")
+        bob.env.update(VANTAGE_USERNAME=user, VANTAGE_PASSWORD=password)
+        bob.inproc("pool", "create", pool, "--server", "127.0.0.1:9100")
+        bob.inproc("poolgroup", "create", group, "--member", f"{pool}:3")
+        members = json.loads(bob.inproc("poolgroup", "show", group, "-f", "json").stdout)
+        assert members["members"][0]["ratio"] == 3
+        run = bob.inproc("virtualservice", "create", _n("denied"), "--port", "80", ok=False)
+        assert run.returncode == 1 and "(HTTP 403)" in run.stderr
+        assert run.stderr.count("\n") == 1
+        bob.inproc("poolgroup", "delete", group)
+        bob.inproc("pool", "delete", pool)
+    finally:
+        cli.inproc("user", "delete", user, ok=False)
+        cli.inproc("role", "delete", role, ok=False)
