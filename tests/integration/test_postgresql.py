@@ -118,3 +118,17 @@ def test_the_api_runs_on_postgresql(store, tmp_path):
     assert admin.get("/api/pool", params={"name.icontains": "WE"}).json["count"] == 1
     assert admin.delete(f"/api/virtualservice/{vs['uuid']}").status_code == 204
     assert admin.delete(f"/api/pool/{pool['uuid']}").status_code == 204
+
+
+def test_nul_characters_are_a_400_not_a_500(store, tmp_path):
+    from tests.controllerlib import ADMIN_PASSWORD, ApiClient, create_app, make_conf
+
+    app = create_app(make_conf(str(tmp_path / "state")), store=store,
+                     environ={"VANTAGE_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    admin = ApiClient(app)
+    assert admin.login().status_code == 200
+    assert admin.post("/api/pool", {"name": "a\u0000b"}).status_code == 400
+    assert admin.get("/api/pool", params={"name": "a\u0000b"}).status_code == 400
+    assert admin.post("/api/pool", {"name": "ok", "description": "x\u0000y"}).status_code == 201
+    assert admin.client.simulate_post("/login", json={"username": "a\u0000",
+                                                      "password": "x"}).status_code in (400, 401)

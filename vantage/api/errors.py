@@ -8,6 +8,7 @@ import uuid
 import falcon
 
 from vantage.controller.errors import ControllerError, TooManyRequests
+from vantage.db.store import InvalidValue
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +43,13 @@ def serialize_http_error(req, resp, exc: falcon.HTTPError) -> None:
     resp.media = {"error": message}
 
 
+async def invalid_value(req, resp, exc: InvalidValue, params) -> None:
+    resp.status = falcon.HTTP_400
+    resp.media = {"error": str(exc)}
+
+
 def install(app) -> None:
     app.add_error_handler(Exception, unexpected_error)
     app.add_error_handler(ControllerError, controller_error)
+    app.add_error_handler(InvalidValue, invalid_value)
     app.set_error_serializer(serialize_http_error)

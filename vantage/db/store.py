@@ -39,6 +39,10 @@ class ReferenceViolation(StoreError):
     """A write would leave a reference pointing at nothing (the database refused it)."""
 
 
+class InvalidValue(StoreError):
+    """The database cannot hold a value (PostgreSQL refuses NUL characters in text)."""
+
+
 @dataclasses.dataclass
 class StoredObject:
     uuid: str
@@ -443,11 +447,15 @@ class Store:
     @contextlib.contextmanager
     def begin(self, write: bool = False) -> Iterator[Transaction]:
         """A transaction, committed when the block ends normally and rolled back otherwise."""
-        with self.engine.connect() as conn:
-            if write:
-                conn = conn.execution_options(vantage_write=True)
-            with conn.begin():
-                yield Transaction(conn, self._clock, self._statements)
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(vantage_write=True)
+                with conn.begin():
+                    yield Transaction(conn, self._clock, self._statements)
+        except sa.exc.DataError:
+            raise InvalidValue("a value holds characters the database cannot store (such as "
+                               "NUL)") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
