@@ -55,7 +55,6 @@ from vantage.model.registry import (
 SENSITIVE = "<sensitive>"
 #: kinds whose secrets are left out of answers altogether (a password hash says nothing useful)
 HIDDEN_SECRET_KINDS = frozenset({"user"})
-_META_FIELDS = ("uuid", "url", "tenant_ref", "_last_modified", "last_modified")
 _UUID_NAMESPACE = uuidlib.UUID("6f1c0e52-3a57-4c55-9d1e-7a1f5b0c2d11")
 
 
