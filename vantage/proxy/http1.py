@@ -346,6 +346,11 @@ class ResponseReader:
         (RFC 9112 §6.3 rule 1)."""
         self._head_only = True
 
+    @property
+    def in_head(self) -> bool:
+        """True while a response's status line or header section has started but not ended."""
+        return self._in_head
+
     def feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)

@@ -911,6 +911,11 @@ class ServerConnection(asyncio.Protocol):
         self.reader.feed(data)
         if client.out:
             client.flush()
+        if self.client is None and self.reader.in_head and not self.closed:
+            # the response ended inside this read and the start of another followed it: an
+            # answer to no request, which a pooled connection would hand to the next client
+            # as its response (RFC 9112 §9.3.2: responses answer requests in order)
+            self.abort()
 
     def eof_received(self) -> bool:
         if self.tunnel_client is not None:
@@ -1001,10 +1006,14 @@ class ServerConnection(asyncio.Protocol):
     def on_informational(self, head: http1.ResponseHead) -> None:
         if self.client is not None:
             self.client.on_informational(self.exchange, head)
+        else:
+            self.abort()  # unrequested (see data_received): never reuse this connection
 
     def on_response(self, head: http1.ResponseHead) -> None:
         if self.client is not None:
             self.client.on_response(self.exchange, head)
+        else:
+            self.abort()  # unrequested (see data_received): never reuse this connection
 
     def on_response_body(self, data: bytes) -> None:
         if self.client is not None:
