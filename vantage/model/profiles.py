@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from vantage.model.base import Struct, VantageObject
+from vantage.model.ratelimit import DosRateLimitProfile
 from vantage.model.enums import ApplicationProfileType, ProtocolType
 
 
@@ -50,6 +51,7 @@ class ApplicationProfile(VantageObject):
     http_profile: HttpProfile | None = None
     tcp_app_profile: TcpAppProfile | None = None
     preserve_client_ip: bool = False
+    dos_rl_profile: DosRateLimitProfile | None = None
 
 
 class TcpProxyProfile(Struct):

@@ -7,6 +7,7 @@ import pydantic
 from pydantic import Field
 
 from vantage.model.base import IpAddr, Port, Struct, VantageObject
+from vantage.model.ratelimit import PerformanceLimits, RateProfile
 
 
 class Vip(Struct):
@@ -69,6 +70,9 @@ class VirtualService(VantageObject):
     ssl_profile_ref: str | None = None
     ssl_key_and_certificate_refs: list[str] = []
     analytics_policy: "AnalyticsPolicy | None" = None
+    performance_limits: PerformanceLimits | None = None
+    connections_rate_limit: RateProfile | None = None
+    """New connections per second (all clients together); past it they are reset."""
     http_policies: list[HttpPolicies] = Field(default_factory=list)
     """HTTP policy sets applied in `index` order."""
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
-from vantage.proxy.l7 import ClientConnection, TlsClientConnection, UpstreamPool
+from vantage.proxy.l7 import ClientConnection, UpstreamPool
 from vantage.proxy.service import L4, VirtualServiceRuntime
 from vantage.proxy.sockopts import listening_socket
+from vantage.proxy.telemetry import iso_time
 from vantage.proxy.timers import DeadlineSweeper
 
 LOG = logging.getLogger("vantage.proxy.engine")
@@ -45,15 +47,25 @@ class Listener:
         profile = self.kind[1]
         if profile is not None:
             from vantage.proxy import tls
-            context = tls.front_context(profile, lambda: self.vs.tls)
-
-        cls = ClientConnection if context is None else TlsClientConnection
+            context = tls.front_context(profile, lambda: self.vs.tls,
+                                        on_failure=self._handshake_failed)
 
         def factory() -> ClientConnection:
-            return cls(self.vs, engine.upstreams, engine.sweeper, loop, self.connections,
-                       tls_context=context)
+            return ClientConnection(self.vs, engine.upstreams, engine.sweeper, loop,
+                                    self.connections)
 
-        self._server = await loop.create_server(factory, sock=sock, backlog=1024)
+        self._server = await loop.create_server(
+            factory, sock=sock, backlog=1024, ssl=context,
+            ssl_handshake_timeout=profile.handshake_timeout if profile else None)
+
+    def _handshake_failed(self, reason: str) -> None:
+        """A TLS handshake on this listener failed: count it and log why (never fatal)."""
+        vs = self.vs
+        vs.stats.errors += 1
+        LOG.info("%s: TLS handshake on %s:%d failed: %s", vs.name, *self.address, reason)
+        vs.log.emit({"time": iso_time(time.time()), "type": "tls", "vs": vs.name,
+                     "vs_uuid": vs.uuid, "vip": f"{self.address[0]}:{self.address[1]}",
+                     "significant": True, "reason": f"TLS handshake failed: {reason}"})
 
     def swap(self, vs: VirtualServiceRuntime) -> None:
         self.vs = vs

@@ -207,7 +207,13 @@ class L4Listener:
                     self._pause_accepting()
                     return
                 continue  # ECONNABORTED and the like: that client is gone, take the next
-            _Flow(self, self.vs, csock, addr)
+            vs = self.vs
+            if vs.limits is not None:
+                refused = vs.limits.refuse(addr[0], vs.stats.open_conns, self.loop.time())
+                if refused is not None:
+                    _refuse(vs, csock, addr, refused)
+                    continue
+            _Flow(self, vs, csock, addr)
 
     def _pause_accepting(self) -> None:
         self.stop_accepting()
@@ -256,6 +262,20 @@ def _close_socket(sock: socket.socket, reset: bool) -> None:
         except OSError:
             pass
     sock.close()
+
+
+def _refuse(vs, csock: socket.socket, addr, reason: str) -> None:
+    """Over a connection limit: reset the client at once and say why in the log."""
+    import struct
+    try:
+        csock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    csock.close()
+    vs.stats.total_conns += 1
+    vs.stats.errors += 1
+    vs.log.emit({"time": iso_time(time.time()), "type": "l4", "vs_uuid": vs.uuid, "vs": vs.name,
+                 "client": host_port(addr[0], addr[1]), "significant": True, "reason": reason})
 
 
 class _Flow:

@@ -82,7 +82,8 @@ class Exchange:
     __slots__ = ("head", "start", "wall", "server", "upstream", "tried", "body_buffer",
                  "request_done", "trailers", "response_head", "framing", "response_started",
                  "response_done", "status", "bytes_in", "bytes_out", "connect_time", "buffered",
-                 "sent_at", "response_time", "reason", "reused", "keep_alive", "retried_stale")
+                 "sent_at", "response_time", "reason", "reused", "keep_alive", "retried_stale",
+                 "queued")
 
     def __init__(self, head: http1.RequestHead, now: float) -> None:
         self.head = head
@@ -110,6 +111,8 @@ class Exchange:
         self.reused = False
         self.keep_alive = head.keep_alive
         self.retried_stale = False
+        #: waiting in the pool's request queue for a server below its connection limit
+        self.queued = False
 
 
 class ClientConnection(asyncio.Protocol):
@@ -118,15 +121,14 @@ class ClientConnection(asyncio.Protocol):
                  "exchange", "pending", "deadline", "deadline_kind", "server_deadline",
                  "requests", "paused", "closing", "rtt", "tunnel", "early_data",
                  "default_host", "write_paused", "group", "out", "client_ip_bytes",
-                 "forwarded", "client_str", "vip_str", "tls_context", "is_ready")
+                 "forwarded", "client_str", "vip_str", "is_ready",
+                 "deferred_error")
 
     def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
                  sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
-                 group: set | None = None, tls_context=None) -> None:
+                 group: set | None = None) -> None:
         self.loop = loop
-        #: the listener's TLS context: the handshake runs before any HTTP (start_tls)
-        self.tls_context = tls_context
-        #: accepted and (with TLS) handshaken: counted, registered, reading HTTP
+        #: admitted (within the connection limits): counted, registered, reading HTTP
         self.is_ready = False
         #: the listener's set of open connections (for draining), if it keeps one
         self.group = group
@@ -151,6 +153,8 @@ class ClientConnection(asyncio.Protocol):
         self.rtt: float | None = None
         self.tunnel: ServerConnection | None = None
         self.early_data: list[bytes] | None = None
+        #: (status, reason) of a bad pipelined request, answered after the ones before it
+        self.deferred_error: tuple[int, str] | None = None
         self.write_paused = False
         #: response bytes collected while one batch of server data is parsed, written at once
         self.out: list[bytes] = []
@@ -158,58 +162,39 @@ class ClientConnection(asyncio.Protocol):
     # transport callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        if self.tls_context is not None:
-            # nothing may be read as HTTP before the handshake: start_tls resumes reading
-            transport.pause_reading()
-            self.loop.create_task(self._handshake(transport))
-            return
         self._ready(transport)
 
-    async def _handshake(self, raw: asyncio.Transport) -> None:
-        """TLS first; a failed handshake is logged with its reason and never reaches HTTP."""
-        from vantage.proxy.tls import describe_handshake_error
-        vs = self.vs
-        profile = vs.tls_profile
-        started = time.time()
-        timeout = profile.handshake_timeout if profile else 10.0
-        try:
-            # wait_for bounds it even where the TLS layer never resolves a failed handshake
-            transport = await asyncio.wait_for(self.loop.start_tls(
-                raw, self, self.tls_context, server_side=True, ssl_handshake_timeout=timeout),
-                timeout + 1)
-        except (OSError, asyncio.TimeoutError, ConnectionError, ValueError) as exc:
-            raw.abort()
-            if getattr(self, "plaintext", False):
-                return  # logged when the plaintext arrived
-            if isinstance(exc, asyncio.TimeoutError):
-                reason = "TLS handshake timed out"
-            else:
-                reason = "TLS handshake failed: " + describe_handshake_error(exc)
-            self._log_handshake_failure(raw, started, reason)
-            return
-        if transport is None:
-            return
-        self._ready(transport)
+    def _refuse_connection(self, transport: asyncio.Transport, reason: str) -> None:
+        """A connection over a limit: reset at once (the client retries elsewhere or later)."""
+        self._log_handshake_failure(transport, time.time(), reason, kind="http")
+        transport.abort()
 
     def _log_handshake_failure(self, raw: asyncio.Transport, started: float,
-                               reason: str) -> None:
+                               reason: str, kind: str = "tls") -> None:
         vs = self.vs
         peer = raw.get_extra_info("peername") or ("?", 0)
         sockname = raw.get_extra_info("sockname") or ("?", 0)
         vs.stats.total_conns += 1
         vs.stats.errors += 1
         LOG.info("%s: %s from %s:%s", vs.name, reason, peer[0], peer[1])
-        vs.log.emit({"time": iso_time(started), "type": "tls", "vs": vs.name,
+        vs.log.emit({"time": iso_time(started), "type": kind, "vs": vs.name,
                      "vs_uuid": vs.uuid, "client": _hostport(peer[0], peer[1]),
                      "vip": _hostport(sockname[0], sockname[1]), "significant": True,
                      "reason": reason, "total_time": round(time.time() - started, 6)})
 
     def _ready(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        raw = transport
+        limits = self.vs.limits
+        if limits is not None:
+            peer = raw.get_extra_info("peername")
+            refused = limits.refuse(peer[0], self.vs.stats.open_conns, self.loop.time())
+            if refused is not None:
+                self._refuse_connection(transport, refused)
+                return
         self.is_ready = True
-        peer = transport.get_extra_info("peername")
-        sockname = transport.get_extra_info("sockname")
+        peer = raw.get_extra_info("peername")
+        sockname = raw.get_extra_info("sockname")
         self.client_ip, self.client_port = peer[0], peer[1]
         self.vip, self.vip_port = sockname[0], sockname[1]
         self.default_host = (f"{self.vip}:{self.vip_port}" if ":" not in self.vip
@@ -219,7 +204,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_str = _hostport(self.client_ip, self.client_port)
         self.vip_str = _hostport(self.vip, self.vip_port)
         self.forwarded = http1.forwarded_fields(self.settings, self.scheme, self.vip_port)
-        sock = transport.get_extra_info("socket")
+        sock = raw.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -264,7 +249,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.is_ready:
-            return  # a TLS handshake that failed: _handshake accounted for it
+            return  # refused by a connection limit: never counted
         self.sweeper.discard(self)
         if self.group is not None:
             self.group.discard(self)
@@ -304,8 +289,12 @@ class ClientConnection(asyncio.Protocol):
             if ex is not None and ex.upstream is not None:
                 ex.upstream.server_timeout(now)
                 return
+            if ex is not None and ex.queued:
+                self._dequeue(ex)
+                self._respond_error(ex, 503, f"no server of pool {self.pool.name} had room "
+                                             f"within {self.pool.queue_timeout:g}s (queued)")
+                return
         if not self.deadline or self.deadline > now:
-            return
             return
         kind = self.deadline_kind
         self.deadline = 0.0
@@ -389,6 +378,15 @@ class ClientConnection(asyncio.Protocol):
 
     def on_request_error(self, status: int, reason: str) -> None:
         ex = self.exchange
+        if ex is not None and (ex.request_done or self.pending):
+            # the bad bytes follow the request in flight (pipelining): answer it and the
+            # complete requests queued behind it first, in order (RFC 9112 §9.3.2), then the
+            # error (see _next); a request whose body broke is dropped
+            if self.pending and not self.pending[-1][2]:
+                self.pending.pop()
+            self.deferred_error = (status, reason)
+            self._pause(2)
+            return
         if ex is not None and ex.response_started:
             ex.reason = reason
             self.transport.abort()
@@ -437,7 +435,26 @@ class ClientConnection(asyncio.Protocol):
         if self.vs.https_redirect_port and self.scheme == b"http":
             self._redirect_to_https(ex)
             return
+        limit = self.vs.request_limit
+        if limit is not None and not limit.limiter.allow(self.client_ip, now):
+            self._local_response(ex, limit.status, f"request rate limit of client "
+                                                   f"{self.client_ip}", close=limit.close)
+            return
         self._dispatch(ex)
+
+    def _local_response(self, ex: Exchange, status: int, reason: str, close: bool) -> None:
+        """A response made by the proxy that keeps the connection when it can (e.g. 429)."""
+        if close or not ex.keep_alive or (ex.head.has_body and not ex.request_done):
+            self._respond_error(ex, status, reason)
+            return
+        out = http1.error_response(status, close=False)
+        ex.status = status
+        ex.reason = reason
+        ex.response_done = True
+        ex.bytes_out += len(out)
+        self.transport.write(out)
+        self._finish(ex)
+        self._next(True)
 
     def _redirect_to_https(self, ex: Exchange) -> None:
         """http_to_https: answer 301 with the same host and target on the TLS port."""
@@ -470,7 +487,12 @@ class ClientConnection(asyncio.Protocol):
         server = pool.pick(self.client_ip, self.client_port, ex.head.target, ex.head.hash_value,
                            ex.tried)
         if server is None:
+            if pool.queue is not None and pool.all_full():
+                self._enqueue(pool, ex)
+                return
             reason = pool.unavailable_reason()
+            if pool.max_per_server and pool.all_full():
+                reason = f"every server of pool {pool.name} is at its connection limit"
             self._respond_error(ex, 503 if not ex.tried else 502,
                                 reason if not ex.tried else f"{ex.reason}; {reason}")
             return
@@ -483,6 +505,24 @@ class ClientConnection(asyncio.Protocol):
             upstream.bind(self, ex)
         else:
             self.loop.create_task(self._connect(ex, server, key))
+
+    def _enqueue(self, pool, ex: Exchange) -> None:
+        if len(pool.queue) >= pool.queue_depth:
+            self._respond_error(ex, 503, f"request queue of pool {pool.name} is full "
+                                         f"({pool.queue_depth})")
+            return
+        ex.queued = True
+        pool.queue.append((self, ex))
+        self.server_deadline = self.loop.time() + pool.queue_timeout
+
+    def _dequeue(self, ex: Exchange) -> None:
+        ex.queued = False
+        queue = self.pool.queue if self.pool is not None else None
+        if queue:
+            try:
+                queue.remove((self, ex))
+            except ValueError:
+                pass
 
     async def _connect(self, ex: Exchange, server: Server, key: tuple) -> None:
         pool = self.pool
@@ -500,7 +540,7 @@ class ClientConnection(asyncio.Protocol):
                 pool.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
             reason = _connect_error(server, exc)
-            _release_server(ex, server)
+            _release_server(ex, server, pool)
             pool.connect_failed(server, reason)
             ex.tried.append(server)
             ex.reason = reason
@@ -512,7 +552,7 @@ class ClientConnection(asyncio.Protocol):
                 self._respond_error(ex, 502, reason)
             return
         if self.exchange is not ex or self.closing:
-            _release_server(ex, server)
+            _release_server(ex, server, pool)
             upstream.close()
             return
         server.stats.total_conns += 1
@@ -712,6 +752,8 @@ class ClientConnection(asyncio.Protocol):
         self._respond_error(ex, status, reason)
 
     def _finish(self, ex: Exchange, aborted: bool = False) -> None:
+        if ex.queued:
+            self._dequeue(ex)
         if self.exchange is ex:
             self.exchange = None
         server = ex.server
@@ -726,7 +768,7 @@ class ClientConnection(asyncio.Protocol):
         vstats.latency.observe(total)
         pool = self.pool
         if server is not None:
-            _release_server(ex, server)
+            _release_server(ex, server, pool)
             sstats = server.stats
             sstats.responses[cls] += 1
             sstats.bytes_in += ex.bytes_in
@@ -783,8 +825,11 @@ class ClientConnection(asyncio.Protocol):
                     self._request_body(ex, piece)
                 if complete:
                     self._request_complete(ex, trailers)
-            if not self.pending:
+            if not self.pending and self.deferred_error is None:
                 self._resume(2)
+            return
+        if self.deferred_error is not None:
+            self._reject(*self.deferred_error)
             return
         self.deadline = self.loop.time() + self.settings.keepalive_timeout
         self.deadline_kind = DL_IDLE
@@ -802,36 +847,29 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
 
-class TlsClientConnection(ClientConnection):
-    """A client connection on a TLS listener. Bytes that reach the protocol before a handshake
-    completed are what a failed handshake left in the clear (uvloop unwraps the stream): most
-    often plain HTTP sent to the TLS port. They get a 400 and the connection is closed."""
-
-    __slots__ = ("plaintext",)
-
-    def data_received(self, data: bytes) -> None:
-        if self.is_ready:
-            ClientConnection.data_received(self, data)
-            return
-        if not getattr(self, "plaintext", False):
-            self.plaintext = True
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                self._log_handshake_failure(transport, time.time(),
-                                            "TLS handshake failed: plain HTTP sent to a TLS port")
-                transport.write(http1.error_response(400))
-                transport.close()
-
-
 def _hostport(ip: str, port: int) -> str:
     return f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
 
 
-def _release_server(ex: Exchange, server: Server) -> None:
-    """The exchange no longer occupies `server` (least-connections counts in-flight requests)."""
+def _release_server(ex: Exchange, server: Server, pool=None) -> None:
+    """The exchange no longer occupies `server` (least-connections counts in-flight requests);
+    a request queued for room in the pool gets its turn."""
     if ex.server is server:
         server.active_conns -= 1
         ex.server = None
+        if pool is not None and pool.queue:
+            _serve_queue(pool)
+
+
+def _serve_queue(pool) -> None:
+    queue = pool.queue
+    while queue and not pool.all_full():
+        client, ex = queue.popleft()
+        if client.closing or client.exchange is not ex or not ex.queued:
+            continue
+        ex.queued = False
+        client.server_deadline = 0.0
+        client._dispatch(ex)
 
 
 def _connect_error(server: Server, exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """A pool as the data plane runs it: servers, a balancer, and the hash key a flow is placed by."""
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection, Sequence
 
 from vantage.proxy.backend import Server
@@ -15,7 +16,8 @@ HASH_HEADER = "LB_ALGORITHM_CONSISTENT_HASH_CUSTOM_HEADER"
 class PoolRuntime:
     __slots__ = ("name", "uuid", "servers", "balancer", "hash_source", "hash_header",
                  "connect_timeout", "server_timeout", "max_retries", "inline_health",
-                 "stats", "health_checker", "tls", "tls_server_name", "__weakref__")
+                 "stats", "health_checker", "tls", "tls_server_name", "max_per_server",
+                 "queue", "queue_depth", "queue_timeout", "__weakref__")
 
     def __init__(self, name: str, servers: Sequence[Server], *, algorithm: str,
                  hash_source: str | None = None, hash_header: str | None = None,
@@ -41,10 +43,33 @@ class PoolRuntime:
         #: client TLS context when connections to servers are encrypted (re-encryption)
         self.tls = None
         self.tls_server_name: str | None = None
+        #: requests in flight per server (0: unlimited); beyond, wait in `queue` if enabled
+        self.max_per_server = 0
+        self.queue: deque | None = None
+        self.queue_depth = 0
+        self.queue_timeout = 10.0
 
     def pick(self, client_ip: str, client_port: int = 0, uri: bytes = b"",
              header_value: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
         """Choose a server for a new flow; None when no server is available."""
+        server = self._pick(client_ip, client_port, uri, header_value, exclude)
+        limit = self.max_per_server
+        if limit and server is not None and server.active_conns >= limit:
+            # at its limit: the next choice among those with room (or None: all are full)
+            full = set(exclude)
+            while server is not None and server.active_conns >= limit:
+                full.add(server)
+                server = self._pick(client_ip, client_port, uri, header_value, full)
+        return server
+
+    def all_full(self) -> bool:
+        """Every available server is at max_per_server (queue rather than 503)."""
+        limit = self.max_per_server
+        return bool(limit) and all(s.active_conns >= limit for s in self.servers if s.available) \
+            and any(s.available for s in self.servers)
+
+    def _pick(self, client_ip: str, client_port: int, uri: bytes, header_value: bytes | None,
+              exclude: Collection[Server]) -> Server | None:
         source = self.hash_source
         if source is None:
             return self.balancer.pick(None, exclude)

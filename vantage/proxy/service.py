@@ -60,3 +60,7 @@ class VirtualServiceRuntime:
     tls_profile: Any = None  # vantage.proxy.tls.TlsProfile
     #: with http_to_https, plain-HTTP requests are redirected to this port
     https_redirect_port: int | None = None
+    #: admission of new connections (vantage.proxy.ratelimit.ConnectionLimits), if limited
+    limits: Any = None
+    #: requests per client address (vantage.proxy.ratelimit.RequestLimit), if limited
+    request_limit: Any = None

@@ -249,7 +249,8 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                                "sslkeyandcertificate")
                 if cert is not None:
                     certs.append((i, cert))
-            if ssl_profile is not None:
+            if ssl_profile is not None and (certs or not vs.ssl_key_and_certificate_refs):
+                # (certificates that failed validation were reported where they are defined)
                 tls_profile = tls_profile_of(ssl_profile)
                 try:
                     certificates = tls.CertificateSet(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterator
 
 from vantage.proxy import tls
 from vantage.proxy.backend import Server
 from vantage.proxy.engine import ProxyEngine
 from vantage.proxy.pool import PoolRuntime
+from vantage.proxy.ratelimit import ConnectionLimits, KeyedLimiter, RequestLimit, TokenBucket
 from vantage.proxy.service import HttpSettings, TcpSettings, VirtualServiceRuntime
 from vantage.proxy.telemetry import RequestLog
 from vantage.se.config import CompiledConfig, CompiledPool, CompiledService
@@ -57,6 +59,35 @@ def tcp_settings(service: CompiledService) -> TcpSettings:
         return TcpSettings()
     return TcpSettings(idle_timeout=float(profile.idle_connection_timeout),
                        use_splice=profile.use_splice)
+
+
+def connection_limits(spec: CompiledService, now: float) -> ConnectionLimits | None:
+    vs = spec.model
+    max_conns = vs.performance_limits.max_concurrent_connections if vs.performance_limits else 0
+    rate = per_client = None
+    if vs.connections_rate_limit is not None:
+        lim = vs.connections_rate_limit.rate_limiter
+        rate = TokenBucket(lim.count, lim.period, lim.burst_sz, now)
+    rl = spec.application_profile.dos_rl_profile
+    if rl is not None and rl.rl_profile is not None and \
+            rl.rl_profile.client_ip_connections_rate_limit is not None:
+        lim = rl.rl_profile.client_ip_connections_rate_limit.rate_limiter
+        per_client = KeyedLimiter(lim.count, lim.period, lim.burst_sz)
+    if not (max_conns or rate or per_client):
+        return None
+    return ConnectionLimits(max_conns, rate, per_client)
+
+
+def request_limit(spec: CompiledService) -> RequestLimit | None:
+    rl = spec.application_profile.dos_rl_profile
+    if rl is None or rl.rl_profile is None or rl.rl_profile.client_ip_requests_rate_limit is None:
+        return None
+    profile = rl.rl_profile.client_ip_requests_rate_limit
+    lim = profile.rate_limiter
+    close = profile.action.type in ("RL_ACTION_CLOSE_CONN", "RL_ACTION_DROP_CONN",
+                                    "RL_ACTION_RESET_CONN")
+    return RequestLimit(KeyedLimiter(lim.count, lim.period, lim.burst_sz),
+                        profile.action.status_code, close)
 
 
 class _PoolEntry:
@@ -113,7 +144,8 @@ class DataPlane:
                 source_ip=self.source_ip,
                 full_client_logs=analytics.full_client_logs.enabled if analytics else True,
                 tls_ports=spec.tls_ports, tls=spec.certificates, tls_profile=spec.tls_profile,
-                https_redirect_port=redirect)
+                https_redirect_port=redirect, limits=connection_limits(spec, self.loop.time()),
+                request_limit=request_limit(spec))
             old = self.services.get(key)
             if old is not None:
                 services[key].stats = old.stats  # counters continue across reloads
@@ -151,6 +183,12 @@ class DataPlane:
             inline_health=model.inline_health_monitor, uuid=model.uuid)
         if previous is not None:
             runtime.stats = previous.stats
+        if model.max_concurrent_connections_per_server:
+            runtime.max_per_server = model.max_concurrent_connections_per_server
+            if model.request_queue_enabled:
+                runtime.queue = deque()
+                runtime.queue_depth = model.request_queue_depth
+                runtime.queue_timeout = model.request_queue_timeout / 1000
         if spec.ssl_profile is not None:
             runtime.tls = tls.client_context(
                 verify_ca=model.ssl_server_ca,
