@@ -618,3 +618,25 @@ async def test_server_reset_mid_close_delimited_response_resets_client(start_bac
     record = await proxy.record(200)
     assert record["significant"] is True
     assert "reset" in record["reason"], record
+
+
+async def test_bad_pipelined_request_is_answered_after_the_requests_before_it(start_backend,
+                                                                              start_proxy):
+    """RFC 9112 §9.3.2: responses keep the order of the requests. A bad request pipelined
+    behind a good one gets its 400 after the good one's response, and nothing after it is
+    read."""
+    backend = await start_backend()
+    proxy = await start_proxy([backend.port])
+
+    reply = await send_raw(proxy.port, (b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n"
+                                        b"GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+                                        + SMUGGLED,))
+
+    first, _, second = reply.data.partition(b"\r\n\r\nok")
+    assert first.startswith(b"HTTP/1.1 200 "), reply.data
+    assert second.startswith(b"HTTP/1.1 400 "), reply.data
+    assert reply.ending == "eof"
+    assert backend.targets() == [b"/good"]
+    record = await proxy.record(400)
+    assert record["significant"] is True
+    assert "more than one Host" in record["reason"], record
