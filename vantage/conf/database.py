@@ -17,5 +17,7 @@ opts = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(GROUP)
-    conf.register_opts(opts, group=GROUP)
+    # a new OptGroup per ConfigOpts: oslo.config keeps overrides in the group object, so a
+    # shared one would carry one configuration's overrides into the next
+    conf.register_group(cfg.OptGroup(GROUP.name, title=GROUP.title, help=GROUP.help))
+    conf.register_opts(opts, group=GROUP.name)
