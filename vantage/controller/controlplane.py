@@ -26,14 +26,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from vantage.analytics.store import AnalyticsStore
 from vantage.cloud.base import Bootstrap, CloudDriver, CloudError, SeSpec, SeState
+from vantage.cloud.local import vip_network
 from vantage.controller import placement
 from vantage.controller.semanager import SeCredentials, SeManager
 from vantage.db.store import StoredObject
 
 LOG = logging.getLogger("vantage.controller.controlplane")
 
-SE_DOC_KINDS = ("sslkeyandcertificate", "sslprofile", "healthmonitor", "pool",
-                "applicationprofile", "networkprofile", "vsvip", "virtualservice")
+SE_DOC_KINDS = ("sslkeyandcertificate", "sslprofile", "healthmonitor",
+                "applicationpersistenceprofile", "pool", "httppolicyset", "applicationprofile",
+                "networkprofile", "vsvip", "virtualservice")
 _META = ("tenant_ref", "url", "_last_modified", "last_modified")
 
 
@@ -93,6 +95,10 @@ class ControlPlane:
         self.ses: dict[str, SeRecord] = {}
         self.se_docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self.se_rejections: dict[str, dict[str, str]] = {}
+        #: (SE uuid, VIP) -> primary flag, for every VIP the cloud driver has plumbed
+        self.plumbed: dict[tuple[str, str], bool] = {}
+        #: (SE uuid, VIP) -> the last plumbing error, logged once
+        self._plumb_errors: dict[tuple[str, str], str] = {}
         self.analytics = AnalyticsStore(str(state / "analytics.db"))
         self.analytics_sinks: list = [self.analytics.ingest]
         #: SE uuid -> its latest metrics message (cumulative counters)
@@ -105,6 +111,9 @@ class ControlPlane:
         self._lock = asyncio.Lock()
         self.passes = 0
         self.last_error: str | None = None
+        #: set when the server begins to shut down: uvicorn closes every SE channel before
+        #: the lifespan shutdown stops this loop, and SEs must not look dead meanwhile
+        self.stopping = False
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -118,6 +127,7 @@ class ControlPlane:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        self.stopping = True
         if self._task is not None:
             self._task.cancel()
             try:
@@ -151,6 +161,8 @@ class ControlPlane:
     # one pass ----------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
+        if self.stopping:
+            return
         async with self._lock:
             snapshot = await asyncio.to_thread(self._snapshot)
             await self._reconcile(snapshot)
@@ -219,6 +231,8 @@ class ControlPlane:
             if session.applied_version != version and session.sent_version != version:
                 await self.semanager.push(se_uuid, version, document)
         self.se_docs = docs
+        # VIPs follow placement: plumbed on the SEs now serving them, removed from the others
+        await self._plumb_vips(snap, result)
         self._update_runtime(snap, result, docs, now)
 
     def _record_moves(self, result: placement.PlacementResult, names: dict[str, str],
@@ -384,7 +398,7 @@ class ControlPlane:
         """A channel closed. If the cloud says the SE is no longer running, fail over now;
         otherwise (controller or network trouble) the heartbeat timeout decides."""
         record = self.ses.get(se_uuid)
-        if record is None:
+        if record is None or self.stopping:
             return
         try:
             snap_group = record.group
@@ -427,7 +441,8 @@ class ControlPlane:
     # VIPs ----------------------------------------------------------------------------------
 
     def _allocate_vips(self, snap) -> None:
-        network = ipaddress.ip_network(self.conf.local_cloud.vip_network)
+        # the local cloud's range: loopback in process mode, the bridge network in netns mode
+        network = ipaddress.ip_network(vip_network(self.conf))
         used = set()
         for vsvip in snap["vsvip"].values():
             for vip in vsvip.body.get("vip", []):
@@ -461,6 +476,56 @@ class ControlPlane:
             vsvip.body = body
             LOG.info("allocated VIP(s) %s to vsvip %s",
                      ", ".join(v["ip_address"]["addr"] for v in body["vip"]), vsvip.name)
+
+    async def _plumb_vips(self, snap, result: placement.PlacementResult) -> None:
+        """Make every placed VIP reach its active SEs through their cloud driver: the primary
+        (first active SE) owns it and answers ARP, secondaries hold it without ARP. Only
+        changes reach the driver (`self.plumbed` remembers what it did); removals go first so
+        a moved VIP is not held by two SEs at once; a failed call is retried next pass."""
+        wanted: dict[tuple[str, str], bool] = {}
+        for vs_uuid, where in result.placements.items():
+            vs = snap["virtualservice"].get(vs_uuid)
+            vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "") if vs else None
+            for vip in vsvip.body.get("vip", []) if vsvip else []:
+                addr = (vip.get("ip_address") or {}).get("addr")
+                for index, se_uuid in enumerate(where.active if addr else ()):
+                    wanted[(se_uuid, addr)] = wanted.get((se_uuid, addr), False) or index == 0
+        removals = [key for key in self.plumbed if key not in wanted]
+        changes = [(key, primary) for key, primary in wanted.items()
+                   if self.plumbed.get(key) != primary]
+        if removals:
+            await asyncio.gather(*(self._plumb_vip(snap, key, None) for key in removals))
+        if changes:
+            await asyncio.gather(*(self._plumb_vip(snap, key, primary)
+                                   for key, primary in changes))
+
+    async def _plumb_vip(self, snap, key: tuple[str, str], primary: bool | None) -> None:
+        """plumb_vip (primary True/False) or unplumb_vip (None) of one VIP on one SE."""
+        se_uuid, vip = key
+        record = self.ses.get(se_uuid)
+        if record is None:  # the SE was deleted, and its plumbing with it
+            self.plumbed.pop(key, None)
+            return
+        try:
+            driver = self._driver_for(snap, record.group)
+            if driver is not None and primary is None:
+                await asyncio.to_thread(driver.unplumb_vip, se_uuid, vip)
+            elif driver is not None:
+                await asyncio.to_thread(driver.plumb_vip, se_uuid, vip, primary=primary)
+        except (CloudError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            if self._plumb_errors.get(key) != reason:
+                LOG.error("VIP %s on SE %s: %s failed: %s", vip, record.name,
+                          "unplumb" if primary is None else "plumb", reason)
+            self._plumb_errors[key] = reason
+            return
+        self._plumb_errors.pop(key, None)
+        if primary is None:
+            self.plumbed.pop(key, None)
+        else:
+            self.plumbed[key] = primary
+            LOG.info("VIP %s plumbed on SE %s (%s)", vip, record.name,
+                     "primary" if primary else "secondary")
 
     # documents -----------------------------------------------------------------------------
 
@@ -502,6 +567,11 @@ class ControlPlane:
                     rejected = self.se_rejections.get(se)
                     if rejected and rejected["version"] == version:
                         rejection = f"SE {record.name if record else se}: {rejected['error']}"
+                    # the SE applied the document except this virtual service
+                    refused = session.rejected_vs.get(vs_uuid) if applied else None
+                    if refused:
+                        rejection = f"SE {record.name if record else se}: {refused}"
+                        applied = False
                     primary = index == 0
                     standby = where.standby == se
                     alive = self.semanager.is_alive(se)
@@ -554,6 +624,21 @@ class ControlPlane:
                 "servers": session.servers if session else {}}
 
 
+def _refs_named(body: Any, field: str) -> set[str]:
+    """Every value of `field` anywhere in a nested object body."""
+    found: set[str] = set()
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key == field and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= _refs_named(value, field)
+    elif isinstance(body, list):
+        for item in body:
+            found |= _refs_named(item, field)
+    return found
+
+
 def _group_spec(obj: StoredObject) -> placement.GroupSpec:
     b = obj.body
     spec = placement.GroupSpec(
@@ -594,11 +679,23 @@ def build_se_document(snap: dict[str, dict[str, StoredObject]], vs_uuids: list[s
         if body.get("ssl_profile_ref"):
             wanted["sslprofile"].add(body["ssl_profile_ref"])
         wanted["sslkeyandcertificate"].update(body.get("ssl_key_and_certificate_refs", []))
-        pool = snap["pool"].get(body.get("pool_ref") or "")
-        if pool is not None:
+        pools = {body.get("pool_ref")} if body.get("pool_ref") else set()
+        for item in body.get("http_policies", []):
+            policy_set = snap["httppolicyset"].get(item.get("http_policy_set_ref") or "")
+            if policy_set is not None:
+                wanted["httppolicyset"].add(policy_set.uuid)
+                pools.update(_refs_named(policy_set.body, "pool_ref"))
+        for pool_uuid in pools:
+            pool = snap["pool"].get(pool_uuid)
+            if pool is None:
+                continue
+            wanted["pool"].add(pool_uuid)
             wanted["healthmonitor"].update(pool.body.get("health_monitor_refs", []))
             if pool.body.get("ssl_profile_ref"):
                 wanted["sslprofile"].add(pool.body["ssl_profile_ref"])
+            if pool.body.get("application_persistence_profile_ref"):
+                wanted["applicationpersistenceprofile"].add(
+                    pool.body["application_persistence_profile_ref"])
     document: dict[str, Any] = {}
     for kind in SE_DOC_KINDS:
         items = []

@@ -15,7 +15,8 @@ import struct
 import time
 from time import perf_counter
 
-from vantage.proxy import http1
+from vantage.proxy import http1, policy
+from vantage.proxy.persistence import PersistentServerDown
 from vantage.proxy.backend import Server
 from vantage.proxy.service import HttpSettings, VirtualServiceRuntime
 from vantage.proxy.sockopts import tcp_rtt
@@ -83,7 +84,7 @@ class Exchange:
                  "request_done", "trailers", "response_head", "framing", "response_started",
                  "response_done", "status", "bytes_in", "bytes_out", "connect_time", "buffered",
                  "sent_at", "response_time", "reason", "reused", "keep_alive", "retried_stale",
-                 "queued")
+                 "queued", "pool", "persisted", "original")
 
     def __init__(self, head: http1.RequestHead, now: float) -> None:
         self.head = head
@@ -113,6 +114,12 @@ class Exchange:
         self.retried_stale = False
         #: waiting in the pool's request queue for a server below its connection limit
         self.queued = False
+        #: the pool serving this request: the virtual service's, or one a policy chose
+        self.pool = None
+        #: the server came from persistence (no new cookie needed)
+        self.persisted = False
+        #: (method, target, host, headers) as the client sent them, for response policies
+        self.original = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -291,8 +298,8 @@ class ClientConnection(asyncio.Protocol):
                 return
             if ex is not None and ex.queued:
                 self._dequeue(ex)
-                self._respond_error(ex, 503, f"no server of pool {self.pool.name} had room "
-                                             f"within {self.pool.queue_timeout:g}s (queued)")
+                self._respond_error(ex, 503, f"no server of pool {ex.pool.name} had room "
+                                             f"within {ex.pool.queue_timeout:g}s (queued)")
                 return
         if not self.deadline or self.deadline > now:
             return
@@ -417,6 +424,7 @@ class ClientConnection(asyncio.Protocol):
     def _start(self, head: http1.RequestHead) -> None:
         now = self.loop.time()
         ex = self.exchange = Exchange(head, perf_counter())
+        ex.pool = self.pool
         if head.upgrade is not None and not self.settings.websockets_enabled:
             head.upgrade = None
             ex.keep_alive = False
@@ -440,7 +448,64 @@ class ClientConnection(asyncio.Protocol):
             self._local_response(ex, limit.status, f"request rate limit of client "
                                                    f"{self.client_ip}", close=limit.close)
             return
+        policies = self.vs.policies
+        if policies is not None and not self._apply_request_policies(ex, policies, now):
+            return
         self._dispatch(ex)
+
+    def _apply_request_policies(self, ex: Exchange, policies, now: float) -> bool:
+        """HTTP request policies: False when the request was answered (or the connection
+        closed) by a rule."""
+        head = ex.head
+        if policies.has_response_rules:
+            ex.original = (head.method, head.target, head.host, list(head.headers))
+        if not policies.has_request_rules:
+            return True
+        decision = policies.evaluate_request(head.method, head.target, head.host, head.headers,
+                                             self.client_ip, now, https=self.scheme == b"https",
+                                             vs_port=self.vip_port)
+        if decision is None:
+            return True
+        action = decision.action
+        if action == policy.RESPOND:
+            keep = ex.keep_alive and (not head.has_body or ex.request_done)
+            out = decision.response(keep, head=head.method == b"HEAD")
+            ex.status = decision.status
+            ex.reason = f"policy {decision.rule}: {decision.reason or decision.status}"
+            ex.response_done = True
+            ex.bytes_out += len(out)
+            ex.keep_alive = keep
+            self.transport.write(out)
+            self._finish(ex)
+            if keep:
+                self._next(True)
+            else:
+                self.closing = True
+                self.transport.close()
+            return False
+        if action in (policy.CLOSE, policy.RESET):
+            ex.reason = f"policy {decision.rule}: {decision.reason or 'connection closed'}"
+            ex.keep_alive = False
+            self._finish(ex, aborted=True)
+            self.closing = True
+            if action == policy.RESET:
+                self.transport.abort()
+            else:
+                self.transport.close()
+            return False
+        if decision.header_ops:
+            policy.apply_header_ops(head.headers, decision.header_ops)
+        if decision.target is not None:
+            head.target = decision.target
+        if decision.host is not None:
+            head.host = decision.host
+            head.headers = [(n, v) for n, v in head.headers if n.lower() != b"host"]
+            head.headers.append((b"Host", decision.host))
+        if decision.pool is not None:
+            pool = self.vs.pools_by_name.get(decision.pool)
+            if pool is not None:
+                ex.pool = pool
+        return True
 
     def _local_response(self, ex: Exchange, status: int, reason: str, close: bool) -> None:
         """A response made by the proxy that keeps the connection when it can (e.g. 429)."""
@@ -480,12 +545,26 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def _dispatch(self, ex: Exchange) -> None:
-        pool = self.pool
+        pool = ex.pool
         if pool is None:
             self._respond_error(ex, 503, f"virtual service {self.vs.name} has no pool")
             return
-        server = pool.pick(self.client_ip, self.client_port, ex.head.target, ex.head.hash_value,
-                           ex.tried)
+        server = None
+        persistence = pool.persistence
+        if persistence is not None and not ex.tried:
+            try:
+                server = persistence.server_for(self.client_ip, _cookie(ex.head),
+                                                _header(ex.head, persistence.request_header),
+                                                pool.servers, time.time())
+            except PersistentServerDown as exc:
+                self._respond_error(ex, 503, str(exc))
+                return
+            ex.persisted = server is not None
+        else:
+            ex.persisted = False  # a retry after a failed connect: the cookie must move too
+        if server is None:
+            server = pool.pick(self.client_ip, self.client_port, ex.head.target,
+                               ex.head.hash_value, ex.tried)
         if server is None:
             if pool.queue is not None and pool.all_full():
                 self._enqueue(pool, ex)
@@ -498,6 +577,9 @@ class ClientConnection(asyncio.Protocol):
             return
         ex.server = server
         server.active_conns += 1
+        if persistence is not None:
+            persistence.remember(self.client_ip, server, time.time(),
+                                 _header(ex.head, persistence.request_header))
         key = (server.addr, self.vs.source_ip)
         upstream = self.upstreams.acquire(key) if self.settings.server_keepalive else None
         if upstream is not None:
@@ -517,7 +599,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _dequeue(self, ex: Exchange) -> None:
         ex.queued = False
-        queue = self.pool.queue if self.pool is not None else None
+        queue = ex.pool.queue if ex.pool is not None else None
         if queue:
             try:
                 queue.remove((self, ex))
@@ -525,7 +607,7 @@ class ClientConnection(asyncio.Protocol):
                 pass
 
     async def _connect(self, ex: Exchange, server: Server, key: tuple) -> None:
-        pool = self.pool
+        pool = ex.pool
         started = perf_counter()
         local = (self.vs.source_ip, 0) if self.vs.source_ip else None
         tls_args = {}
@@ -583,7 +665,7 @@ class ClientConnection(asyncio.Protocol):
             transport.write(http1.last_chunk(ex.trailers))
         now = self.loop.time()
         ex.sent_at = perf_counter()
-        timeout = self.pool.server_timeout
+        timeout = ex.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
         if self.write_paused:
             upstream.pause(1)
@@ -600,7 +682,7 @@ class ClientConnection(asyncio.Protocol):
         ex.status = head.status
         ex.response_time = perf_counter() - ex.sent_at
         ex.server.record_response_time(ex.response_time)
-        timeout = self.pool.server_timeout
+        timeout = ex.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
         if head.status == 101 and ex.head.upgrade is not None:
             ex.framing = http1.FRAME_NONE
@@ -611,6 +693,18 @@ class ClientConnection(asyncio.Protocol):
             return
         if ex.head.upgrade is not None:
             ex.keep_alive = False  # the client's stream is in upgrade state: cannot continue
+        if ex.original is not None:
+            method, target, host, headers = ex.original
+            ops = self.vs.policies.evaluate_response(
+                head.status, head.headers, method, target, host, headers, self.client_ip,
+                https=self.scheme == b"https", vs_port=self.vip_port)
+            if ops:
+                policy.apply_header_ops(head.headers, ops)
+        persistence = ex.pool.persistence if ex.pool is not None else None
+        if persistence is not None and persistence.inserts_cookie and ex.server is not None \
+                and (not ex.persisted or persistence.always_send_cookie):
+            head.headers.append((b"Set-Cookie", persistence.set_cookie_header(ex.server,
+                                                                               time.time())))
         framing = http1.response_framing(head, ex.head.method, ex.head.version)
         keep_alive = ex.keep_alive and framing != http1.FRAME_CLOSE and not self.closing
         if not ex.request_done:
@@ -629,7 +723,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.out.append(data)
         if self.server_deadline:
-            self.server_deadline = self.loop.time() + self.pool.server_timeout
+            self.server_deadline = self.loop.time() + ex.pool.server_timeout
 
     def flush(self) -> None:
         """Write what the last batch of server data produced, in one system call."""
@@ -675,13 +769,13 @@ class ClientConnection(asyncio.Protocol):
             return
         if not ex.reused and not ex.response_started and server is not None:
             # a new connection that broke before any response: the server is failing
-            self.pool.connect_failed(server, reason)
+            ex.pool.connect_failed(server, reason)
         self._respond_error(ex, 502, reason)
 
     def server_timed_out(self, ex: Exchange) -> None:
         self.flush()
         ex.upstream = None
-        ex.reason = f"server {ex.server.key} did not answer within {self.pool.server_timeout:g}s"
+        ex.reason = f"server {ex.server.key} did not answer within {ex.pool.server_timeout:g}s"
         if ex.response_started:
             ex.keep_alive = False
             self._finish(ex, aborted=True)
@@ -747,6 +841,7 @@ class ClientConnection(asyncio.Protocol):
         """A request that never became an exchange (unparseable, too large, too slow)."""
         head = http1.RequestHead()
         ex = Exchange(head, perf_counter())
+        ex.pool = self.pool
         ex.bytes_in = 0
         self.exchange = ex
         self._respond_error(ex, status, reason)
@@ -766,7 +861,7 @@ class ClientConnection(asyncio.Protocol):
         vstats.bytes_in += ex.bytes_in
         vstats.bytes_out += ex.bytes_out
         vstats.latency.observe(total)
-        pool = self.pool
+        pool = ex.pool
         if server is not None:
             _release_server(ex, server, pool)
             sstats = server.stats
@@ -845,6 +940,20 @@ class ClientConnection(asyncio.Protocol):
             self.paused &= ~reason
             if not self.paused and not self.closing:
                 self.transport.resume_reading()
+
+
+def _cookie(head: http1.RequestHead) -> bytes | None:
+    values = [v for n, v in head.headers if n.lower() == b"cookie"]
+    return b"; ".join(values) if values else None
+
+
+def _header(head: http1.RequestHead, name: bytes | None) -> bytes | None:
+    if name is None:
+        return None
+    for n, v in head.headers:
+        if n.lower() == name:
+            return v
+    return None
 
 
 def _hostport(ip: str, port: int) -> str:

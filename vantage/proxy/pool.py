@@ -17,7 +17,7 @@ class PoolRuntime:
     __slots__ = ("name", "uuid", "servers", "balancer", "hash_source", "hash_header",
                  "connect_timeout", "server_timeout", "max_retries", "inline_health",
                  "stats", "health_checker", "tls", "tls_server_name", "max_per_server",
-                 "queue", "queue_depth", "queue_timeout", "__weakref__")
+                 "queue", "queue_depth", "queue_timeout", "persistence", "__weakref__")
 
     def __init__(self, name: str, servers: Sequence[Server], *, algorithm: str,
                  hash_source: str | None = None, hash_header: str | None = None,
@@ -48,6 +48,8 @@ class PoolRuntime:
         self.queue: deque | None = None
         self.queue_depth = 0
         self.queue_timeout = 10.0
+        #: where returning clients go (vantage.proxy.persistence.Persistence), if anywhere
+        self.persistence = None
 
     def pick(self, client_ip: str, client_port: int = 0, uri: bytes = b"",
              header_value: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:

@@ -64,3 +64,7 @@ class VirtualServiceRuntime:
     limits: Any = None
     #: requests per client address (vantage.proxy.ratelimit.RequestLimit), if limited
     request_limit: Any = None
+    #: compiled HTTP policies (vantage.proxy.policy.HttpPolicies), if any
+    policies: Any = None
+    #: pools a policy may switch to, by name
+    pools_by_name: dict = dataclasses.field(default_factory=dict)

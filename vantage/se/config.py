@@ -18,6 +18,8 @@ import yaml
 from vantage.model import refs
 from vantage.model.base import VantageObject, describe_errors
 from vantage.model.defaults import SYSTEM_OBJECTS
+from vantage.model.applicationpersistenceprofile import ApplicationPersistenceProfile
+from vantage.model.httppolicyset import HttpPolicySet
 from vantage.model.pool import HealthMonitor, Pool
 from vantage.model.profiles import ApplicationProfile, NetworkProfile
 from vantage.model.sslkeyandcertificate import SslKeyAndCertificate
@@ -30,7 +32,9 @@ SE_KINDS: dict[str, type[VantageObject]] = {
     "sslkeyandcertificate": SslKeyAndCertificate,
     "sslprofile": SslProfile,
     "healthmonitor": HealthMonitor,
+    "applicationpersistenceprofile": ApplicationPersistenceProfile,
     "pool": Pool,
+    "httppolicyset": HttpPolicySet,
     "applicationprofile": ApplicationProfile,
     "networkprofile": NetworkProfile,
     "vsvip": VsVip,
@@ -52,6 +56,7 @@ class CompiledPool:
     monitors: tuple[HealthMonitor, ...]
     #: re-encryption: the profile for connections to servers, if any
     ssl_profile: SslProfile | None = None
+    persistence: ApplicationPersistenceProfile | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +71,7 @@ class CompiledService:
     tls_ports: frozenset[int] = frozenset()
     certificates: Any = None  # tls.CertificateSet, built (and so checked) at compile time
     tls_profile: Any = None  # tls.TlsProfile
+    policies: Any = None  # vantage.proxy.policy.HttpPolicies, compiled (and so checked) here
 
     @property
     def mode(self) -> str:
@@ -207,7 +213,16 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                 tls.client_context(verify_ca=pool.ssl_server_ca)
             except tls.TlsConfigError as exc:
                 problems.append(f"{label}.ssl_server_ca: {exc}")
-        pools[pool.uuid or pool.name] = CompiledPool(pool, tuple(monitors), pool_ssl)
+        persistence = resolve(label, "application_persistence_profile_ref",
+                              pool.application_persistence_profile_ref,
+                              "applicationpersistenceprofile")
+        if persistence is not None:
+            from vantage.proxy.persistence import make_persistence
+            try:
+                make_persistence(persistence, cookie_keys=[bytes(32)])
+            except ValueError as exc:
+                problems.append(f"{label}.application_persistence_profile_ref: {exc}")
+        pools[pool.uuid or pool.name] = CompiledPool(pool, tuple(monitors), pool_ssl, persistence)
 
     services: dict[str, CompiledService] = {}
     bound: dict[tuple[str, int], str] = {}
@@ -257,6 +272,27 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                         [_certificate_spec(cert) for _, cert in certs], tls_profile)
                 except tls.TlsConfigError as exc:
                     problems.append(f"{label}.ssl_key_and_certificate_refs: {exc}")
+        policies = None
+        if vs.http_policies:
+            from vantage.proxy.policy import PolicyError, compile_policies
+            sets = []
+            for i, item in enumerate(sorted(vs.http_policies, key=lambda p: p.index)):
+                found = resolve(label, f"http_policies[{i}].http_policy_set_ref",
+                                item.http_policy_set_ref, "httppolicyset")
+                if found is not None:
+                    sets.append(found)
+            services_seen = {(port, port in tls_ports)
+                             for s in vs.services
+                             for port in range(s.port, (s.port_range_end or s.port) + 1)}
+            try:
+                compiled = compile_policies(
+                    sets, {p.name for p in parsed["pool"]},
+                    pool_uuids={p.uuid: p.name for p in parsed["pool"] if p.uuid},
+                    services=services_seen)
+                policies = compiled if (compiled.has_request_rules
+                                        or compiled.has_response_rules) else None
+            except PolicyError as exc:
+                problems.extend(f"{label}.http_policies: {p}" for p in exc.problems)
         if vsvip is None or pool is None and vs.pool_ref or app is None or net is None:
             continue
         addresses = [v.ip_address.addr for v in vsvip.vip if v.enabled and v.ip_address]
@@ -281,7 +317,7 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                 bound[address] = vs.name
         services[vs.uuid or vs.name] = CompiledService(
             vs, tuple(listen), (pool.uuid or pool.name) if pool else None, app, net,
-            frozenset(tls_ports), certificates, tls_profile)
+            frozenset(tls_ports), certificates, tls_profile, policies)
     if problems:
         raise ConfigError(problems)
     return CompiledConfig(str(version) if version is not None else None, pools, services)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from vantage.proxy import tls
 from vantage.proxy.backend import Server
 from vantage.proxy.engine import ProxyEngine
+from vantage.proxy.persistence import make_persistence
 from vantage.proxy.pool import PoolRuntime
 from vantage.proxy.ratelimit import ConnectionLimits, KeyedLimiter, RequestLimit, TokenBucket
 from vantage.proxy.service import HttpSettings, TcpSettings, VirtualServiceRuntime
@@ -90,6 +91,22 @@ def request_limit(spec: CompiledService) -> RequestLimit | None:
                         profile.action.status_code, close)
 
 
+def _cookie_key() -> bytes:
+    """The SE's cookie key: from VANTAGE_SE_COOKIE_KEY (hex, set by the supervisor for its
+    workers, or by the operator to keep cookies valid across restarts), else random."""
+    import os
+    value = os.environ.get("VANTAGE_SE_COOKIE_KEY")
+    if value:
+        try:
+            key = bytes.fromhex(value)
+            if len(key) in (16, 24, 32):
+                return key
+        except ValueError:
+            pass
+        LOG.warning("VANTAGE_SE_COOKIE_KEY is not 16, 24 or 32 bytes of hex; using a random key")
+    return os.urandom(32)
+
+
 class _PoolEntry:
     def __init__(self, spec: CompiledPool, runtime: PoolRuntime, checker: PoolHealthChecker):
         self.spec = spec
@@ -99,8 +116,11 @@ class _PoolEntry:
 
 class DataPlane:
     def __init__(self, loop: asyncio.AbstractEventLoop, log: RequestLog, *,
-                 source_ip: str | None = None, drain_timeout: float = 30.0) -> None:
+                 source_ip: str | None = None, drain_timeout: float = 30.0,
+                 cookie_key: bytes | None = None) -> None:
         self.loop = loop
+        #: encrypts the server identity in persistence cookies; workers of one SE share it
+        self.cookie_key = cookie_key or _cookie_key()
         self.log = log
         self.source_ip = source_ip
         self.engine = ProxyEngine(loop, drain_timeout=drain_timeout)
@@ -145,7 +165,8 @@ class DataPlane:
                 full_client_logs=analytics.full_client_logs.enabled if analytics else True,
                 tls_ports=spec.tls_ports, tls=spec.certificates, tls_profile=spec.tls_profile,
                 https_redirect_port=redirect, limits=connection_limits(spec, self.loop.time()),
-                request_limit=request_limit(spec))
+                request_limit=request_limit(spec), policies=spec.policies,
+                pools_by_name={e.runtime.name: e.runtime for e in new_pools.values()})
             old = self.services.get(key)
             if old is not None:
                 services[key].stats = old.stats  # counters continue across reloads
@@ -189,6 +210,11 @@ class DataPlane:
                 runtime.queue = deque()
                 runtime.queue_depth = model.request_queue_depth
                 runtime.queue_timeout = model.request_queue_timeout / 1000
+        if spec.persistence is not None:
+            runtime.persistence = make_persistence(
+                spec.persistence, cookie_keys=[self.cookie_key],
+                server_values={s.key: i.prst_hdr_val for s, i in zip(servers, model.servers)
+                               if i.prst_hdr_val})
         if spec.ssl_profile is not None:
             runtime.tls = tls.client_context(
                 verify_ca=model.ssl_server_ca,

@@ -106,6 +106,7 @@ class Supervisor:
         self.last_error: str | None = None
         self.stopping = False
         self._recent_deaths: list[float] = []
+        self.cookie_key = os.urandom(32).hex()
 
     def _command(self, index: int, socket_path: str) -> list[str]:
         conf = self.conf
@@ -123,7 +124,10 @@ class Supervisor:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        child = subprocess.Popen(self._command(index, path), stdin=subprocess.DEVNULL)
+        env = dict(os.environ)
+        # one cookie key for every worker: a persistence cookie set by one is read by all
+        env.setdefault("VANTAGE_SE_COOKIE_KEY", self.cookie_key)
+        child = subprocess.Popen(self._command(index, path), stdin=subprocess.DEVNULL, env=env)
         self.workers[index] = (child, path)
         LOG.info("worker %d started (pid %d)", index, child.pid)
 
