@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -752,7 +752,7 @@ def environment(vantage_bin: str | None) -> dict[str, str]:
         "python": platform.python_version(),
         "haproxy": tool_version(["haproxy", "-v"]),
         "nginx": tool_version(["nginx", "-v"]),
-        "wrk": tool_version(["wrk", "-v"]).split(" Copyright")[0],
+        "wrk": tool_version(["wrk", "-v"]),
     }
     for dist in ("vantage", "uvloop", "httptools"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -819,6 +819,21 @@ line per connection, when it closes.
 """
 
 
+def short_versions(env: dict[str, str]) -> dict[str, str]:
+    """The first lines of `haproxy -v`, `nginx -v` and `wrk -v`, cut to name and version."""
+    def word_after(text: str, marker: str) -> str:
+        return text.split(marker, 1)[1].split()[0] if marker in text else text
+
+    return {
+        # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
+        "haproxy": "HAProxy " + word_after(env["haproxy"], "version "),
+        # "nginx version: nginx/1.22.1"
+        "nginx": "nginx " + word_after(env["nginx"], "nginx/"),
+        # "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer"
+        "wrk": "wrk " + word_after(env["wrk"], "wrk "),
+    }
+
+
 def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, str],
                  command: str) -> str:
     if settings.proxy_cpu is not None:
@@ -831,13 +846,23 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
                   f"processes used more than {NOISE_CORES}\nof a core.") if flagged else ""
     versions = "".join(f"{k} {env[k]}, " for k in ("vantage", "uvloop", "httptools")
                        if k in env)
-    return DOCS_TEMPLATE.format(
+    runs = [r for s in summaries for rs in s.runs.values() for r in rs]
+    noisy = [r for r in runs if r.other_cores > NOISE_CORES]
+    if len(noisy) * 2 > len(runs):
+        flags_note += (
+            f"\n\n**{len(noisy)} of {len(runs)} runs were noisy**: other processes used a median "
+            f"of {statistics.median(r.other_cores for r in runs):.2f} cores, "
+            f"{statistics.median(r.other_proxy_cpu_cores for r in runs):.2f} of them on the "
+            "proxies' CPU, so the proxies got only part of a core and the req/s ratios depend "
+            "on when each run happened. Judge by the efficiency ratios; rerun on a quiet "
+            "machine for req/s.")
+    values = {**env, **short_versions(env), **asdict(settings)}
+    values.update(
         heading=DOCS_SECTION, command=command, commit=env.get("commit", "unknown"),
         summary_table="\n".join(summary_table(summaries)),
         detail_table="\n".join(detail_table(summaries)), flags_note=flags_note,
-        versions=versions, pinning=pinning, **asdict(settings),
-        **{k: v for k, v in env.items() if k not in ("commit", "vantage_bin")
-           and k not in ("vantage", "uvloop", "httptools")})
+        versions=versions, pinning=pinning)
+    return DOCS_TEMPLATE.format(**values)
 
 
 def write_docs(section: str, path: Path = DOCS_FILE) -> None:
@@ -890,6 +915,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--proxy-cpu", type=int, default=1, help="CPU for the proxies (1)")
     parser.add_argument("--load-cpu", type=int, default=0,
                         help="CPU for wrk, the backends and this script (0)")
+    parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: print the tables of a saved run "
+                             "(benchmarks/results/dataplane-*.json) and, unless --no-write, "
+                             "write its docs section")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="keep the temporary directory with configs and logs")
     args = parser.parse_args(argv)
@@ -920,6 +949,13 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM and SIGINT (even if inherited as ignored) stop the run and clean up
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    if args.report:
+        try:
+            report(*load_results(args.report), write=not args.no_write)
+        except BenchmarkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     procs = Processes()
     tmpdir = Path(tempfile.mkdtemp(prefix="vantage-bench-"))
     try:
@@ -1002,31 +1038,60 @@ def _main(args: argparse.Namespace, procs: Processes, tmpdir: Path, command: str
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    results = RESULTS_DIR / f"dataplane-{stamp}.json"
+    save_results(results, summaries, settings, env, command)
     profile_lines = []
     if args.profile:
         print("\nprofiling vantage-se under L7 keep-alive load with py-spy ...")
         profile_lines = profile_vantage(procs, settings, proxies[VANTAGE], RESULTS_DIR, stamp)
-
-    print("\n" + "\n".join(summary_table(summaries)))
-    print("\n" + "\n".join(detail_table(summaries)))
+    report(summaries, settings, env, command, write=not args.no_write)
     if profile_lines:
         print("\n" + "\n".join(profile_lines))
+    print(f"\nall runs: {results}")
+    return 0
 
-    results = RESULTS_DIR / f"dataplane-{stamp}.json"
-    results.write_text(json.dumps({
+
+def save_results(path: Path, summaries: list[Summary], settings: Settings, env: dict[str, str],
+                 command: str) -> None:
+    path.write_text(json.dumps({
         "command": command, "environment": env, "settings": asdict(settings),
         "runs": [dict(asdict(r), rate=r.rate, efficiency=r.efficiency)
                  for s in summaries for rs in s.runs.values() for r in rs],
     }, indent=1))
-    print(f"\nall runs: {results}")
-    if args.no_write:
-        pass
-    elif len(names) < 2:
-        print("docs/performance.md not updated: it needs both proxies (drop --only)")
-    else:
-        write_docs(docs_section(summaries, settings, env, command))
-        print(f"updated the \"Data plane\" section of {DOCS_FILE.relative_to(REPO)}")
-    return 0
+
+
+def load_results(path: Path) -> tuple[list[Summary], Settings, dict[str, str], str]:
+    """The summaries, settings, environment and command of a saved run (--report)."""
+    try:
+        data = json.loads(path.read_text())
+        settings = Settings(**data["settings"])
+        stored = {f.name for f in fields(Run)}
+        runs = [Run(**{k: v for k, v in r.items() if k in stored}) for r in data["runs"]]
+        env, command = data["environment"], data["command"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BenchmarkError(f"--report {path}: not a results file of this version of the "
+                             f"benchmark ({exc!r})") from exc
+    summaries = []
+    for name, scenario in SCENARIOS.items():
+        mine = [r for r in runs if r.scenario == name]
+        if mine:
+            summaries.append(Summary(scenario, {
+                proxy: [r for r in mine if r.proxy == proxy]
+                for proxy in (HAPROXY, VANTAGE) if any(r.proxy == proxy for r in mine)}))
+    return summaries, settings, env, command
+
+
+def report(summaries: list[Summary], settings: Settings, env: dict[str, str], command: str,
+           write: bool) -> None:
+    print("\n" + "\n".join(summary_table(summaries)))
+    print("\n" + "\n".join(detail_table(summaries)))
+    if not write:
+        return
+    if not all(len(s.runs) == 2 for s in summaries):
+        print("\ndocs/performance.md not updated: it needs both proxies (drop --only)")
+        return
+    write_docs(docs_section(summaries, settings, env, command))
+    print(f"\nupdated the \"Data plane\" section of {DOCS_FILE.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
