@@ -24,6 +24,10 @@ class Up(command.Command):
                                  "(default: %(default)s).")
         parser.add_argument("--listen", default="127.0.0.1:9443", metavar="HOST:PORT",
                             help="Address of the REST API (default: %(default)s).")
+        parser.add_argument("--netns", action="store_true",
+                            help="Run each SE in its own network namespace on a Linux bridge "
+                                 "(vantage-br0, 10.231.0.0/24), VIPs plumbed with real ARP "
+                                 "(root only; [local_cloud] mode = netns).")
         parser.add_argument("--demo", action="store_true",
                             help="Also start two sample backends and a virtual service 'demo' "
                                  "in front of them, and print how to reach it.")
@@ -31,4 +35,4 @@ class Up(command.Command):
 
     def take_action(self, args: argparse.Namespace) -> int:
         from vantage.cmd.up import run
-        return run(args.state_dir, args.listen, args.demo, self.app.stdout)
+        return run(args.state_dir, args.listen, args.demo, self.app.stdout, netns=args.netns)

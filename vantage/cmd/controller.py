@@ -19,12 +19,28 @@ def _controller_url(conf, scheme: str) -> str:
     """Where SEs reach this controller."""
     if conf.controlplane.controller_url:
         return conf.controlplane.controller_url
+    from vantage.cloud.local import controller_address
     host = conf.api.bind_host
-    if host in ("0.0.0.0", "::", ""):
+    if controller_address(conf):
+        # netns mode: SEs live in namespaces on the local cloud's bridge and reach the
+        # controller at the bridge's address
+        host = controller_address(conf)
+    elif host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{conf.api.bind_port}"
+
+
+def _prepare_local_cloud(conf) -> None:
+    """Netns mode: the bridge exists before the API binds, and SEs can reach the API."""
+    from vantage.cloud.local import prepare_host
+    address = prepare_host(conf)
+    if address and not conf.controlplane.controller_url and \
+            conf.api.bind_host not in ("0.0.0.0", "::", "", address):
+        raise ValueError(f"[local_cloud] mode = netns: SEs reach the controller at {address} (the "
+                         f"bridge), but [api] bind_host is {conf.api.bind_host}; set bind_host "
+                         f"to {address} or 0.0.0.0")
 
 
 def _read(path: str | None) -> str | None:
@@ -62,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         ssl_args = {"ssl_certfile": cert, "ssl_keyfile": key}
     scheme = "https" if ssl_args else "http"
     try:
+        if conf.controlplane.enabled:
+            _prepare_local_cloud(conf)
         services = build_services(conf, announce_password=_announce_password)
         control_plane = None
         if conf.controlplane.enabled:

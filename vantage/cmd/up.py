@@ -7,6 +7,7 @@ import http.server
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -33,21 +34,24 @@ class _DemoBackend(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_demo_backends(count: int = 2) -> list[http.server.ThreadingHTTPServer]:
+def start_demo_backends(count: int = 2, host: str = "127.0.0.1"
+                        ) -> list[http.server.ThreadingHTTPServer]:
     servers = []
     for index in range(1, count + 1):
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DemoBackend)
+        server = http.server.ThreadingHTTPServer((host, 0), _DemoBackend)
         server.daemon_threads = True
-        server.label = f"demo backend {index} (127.0.0.1:{server.server_port})"
+        server.label = f"demo backend {index} ({host}:{server.server_port})"
         threading.Thread(target=server.serve_forever, name=f"demo-backend-{index}",
                          daemon=True).start()
         servers.append(server)
     return servers
 
 
-def build_conf(state_dir: str, host: str, port: int):
+def build_conf(state_dir: str, host: str, port: int, netns: bool = False):
     from vantage.conf import build_conf as build
     conf = build([])
+    if netns:
+        conf.set_override("mode", "netns", group="local_cloud")
     conf.set_override("state_path", state_dir)
     conf.set_override("bind_host", host, group="api")
     conf.set_override("bind_port", port, group="api")
@@ -73,7 +77,7 @@ def create_demo(url: str, ca_file: str, password: str, backends, out) -> None:
         if client.get_by_name("virtualservice", "demo") is None:
             client.create("pool", {"name": "demo-pool", "lb_algorithm": "LB_ALGORITHM_ROUND_ROBIN",
                                    "health_monitor_refs": ["/api/healthmonitor?name=System-HTTP"],
-                                   "servers": [{"ip": {"addr": "127.0.0.1"},
+                                   "servers": [{"ip": {"addr": b.server_address[0]},
                                                 "port": b.server_port} for b in backends]})
             client.create("vsvip", {"name": "demo-vip",
                                     "vip": [{"vip_id": "0", "auto_allocate_ip": True}]})
@@ -84,7 +88,7 @@ def create_demo(url: str, ca_file: str, password: str, backends, out) -> None:
         else:
             pool = client.get_by_name("pool", "demo-pool")
             client.put("pool", pool["uuid"], {**pool, "servers": [
-                {"ip": {"addr": "127.0.0.1"}, "port": b.server_port} for b in backends]})
+                {"ip": {"addr": b.server_address[0]}, "port": b.server_port} for b in backends]})
     except ApiError as exc:
         print(f"demo: could not create the demo objects: {exc}", file=out, flush=True)
         return
@@ -115,12 +119,14 @@ virtual service move and a replacement SE appear.
 """, file=out, flush=True)
 
 
-def run(state_dir: str, listen: str, demo: bool, out) -> int:
+def run(state_dir: str, listen: str, demo: bool, out, netns: bool = False) -> int:
     for name in ("alembic", "uvicorn.error", "websockets", "stevedore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import uvicorn
 
     from vantage.api.app import build_services, create_app
+    from vantage.cloud.base import CloudError
+    from vantage.cloud.local import prepare_host
     from vantage.cmd.controller import _controller_url
     from vantage.controller.certs import ensure_self_signed
     from vantage.controller.controlplane import create_control_plane
@@ -132,20 +138,29 @@ def run(state_dir: str, listen: str, demo: bool, out) -> int:
         return 2
     state_dir = os.path.abspath(os.path.expanduser(state_dir))
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    conf = build_conf(state_dir, host, int(port))
+    conf = build_conf(state_dir, host, int(port), netns)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # netns mode: the bridge SEs attach to, whose address the API also listens on
+        bridge = prepare_host(conf)
+    except CloudError as exc:
+        print(f"vantage up: {exc.reason}", file=out)
+        return 2
     cert = os.path.join(state_dir, "api-cert.pem")
     key = os.path.join(state_dir, "api-key.pem")
-    ensure_self_signed(cert, key, [host])
+    ensure_self_signed(cert, key, [host, *([bridge] if bridge else [])])
     first = {}
 
     def announce(path: str, password: str) -> None:
         first["password"] = password
 
     services = build_services(conf, announce_password=announce)
-    url = _controller_url(conf, "https")
-    control_plane = create_control_plane(conf, services.store, controller_url=url,
+    se_url = _controller_url(conf, "https")  # where SEs reach the controller
+    url = se_url
+    if bridge:  # SEs use the bridge address, the user the --listen address
+        url = f"https://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    control_plane = create_control_plane(conf, services.store, controller_url=se_url,
                                          controller_ca=Path(cert).read_text(),
                                          objects=services.objects)
     app = create_app(conf, services=services, control_plane=control_plane)
@@ -160,13 +175,23 @@ def run(state_dir: str, listen: str, demo: bool, out) -> int:
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
                                            ssl_certfile=cert, ssl_keyfile=key, lifespan="on",
                                            access_log=False, server_header=False))
+    sockets = None
+    if bridge and host not in ("0.0.0.0", "::", bridge):
+        try:
+            sockets = [socket.create_server((address, int(port)), backlog=1024)
+                       for address in (host, bridge)]
+        except OSError as exc:
+            print(f"vantage up: cannot listen on {host} and {bridge} port {port}: "
+                  f"{exc.strerror}", file=out)
+            return 2
 
     async def main() -> None:
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=sockets))
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if demo and server.started:
-            backends = start_demo_backends()
+            # in netns mode the backends listen on the bridge, where the SEs can reach them
+            backends = start_demo_backends(host=bridge or "127.0.0.1")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 await asyncio.to_thread(create_demo, url, cert, password, backends, out)

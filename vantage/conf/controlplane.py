@@ -25,8 +25,22 @@ opts = [
 ]
 
 local_cloud_opts = [
+    cfg.StrOpt("mode", default="process", choices=[
+                   ("process", ("SEs are child processes in the controller's network "
+                                "namespace; VIPs are loopback addresses (no root needed)")),
+                   ("netns", ("each SE runs in its own network namespace on a Linux bridge; "
+                              "VIPs are plumbed with ARP and move with gratuitous ARP (root)"))],
+               help="How the local cloud runs its Service Engines."),
     cfg.StrOpt("vip_network", default="127.100.0.0/16",
                help="Loopback range the local cloud allocates VIPs from (process mode)."),
+    cfg.StrOpt("bridge", default="vantage-br0",
+               help="Linux bridge the SE namespaces attach to (netns mode); created if missing. "
+                    "At most 15 characters."),
+    cfg.StrOpt("netns_network", default="10.231.0.0/24",
+               help="IPv4 network of the bridge (netns mode): the bridge has its first address "
+                    "(SEs reach the controller there), SEs get addresses from the lower half, "
+                    "VIPs are allocated from the upper half. Pick a range no other network of "
+                    "this host uses."),
     cfg.ListOpt("se_extra_args", default=[],
                 help="Extra command-line arguments for the `vantage-se` processes of the "
                      "local cloud."),
