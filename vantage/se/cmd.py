@@ -32,6 +32,25 @@ def _hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+async def watch_file(path: str, changed, interval: float = 1.0) -> None:
+    """Call `changed()` when the file's modification time or size changes (a reload is
+    validated before it applies, so a half-written file is only rejected, never applied)."""
+    def stamp():
+        try:
+            st = os.stat(path)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return None
+    last = stamp()
+    while True:
+        await asyncio.sleep(interval)
+        now = stamp()
+        if now is not None and now != last:
+            last = now
+            LOG.info("%s changed: reloading", path)
+            changed()
+
+
 class StandaloneSE:
     """Serves a configuration file; SIGHUP re-reads it and applies it only if it is valid."""
 
@@ -92,8 +111,13 @@ class StandaloneSE:
         self.loop.add_signal_handler(signal.SIGHUP, self._reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopped.set)
+        watcher = None
+        if not self.conf.worker_socket:  # a supervisor watches for its workers
+            watcher = self.loop.create_task(watch_file(self.conf.config, self._reload))
         await self.stopped.wait()
         LOG.info("stopping")
+        if watcher is not None:
+            watcher.cancel()
         await self.stats.close()
         await self.dataplane.close()
         return 0

@@ -251,12 +251,15 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         # uvloop keeps SIGCHLD for itself: look at the workers twice a second instead
         watcher = loop.create_task(self._watch())
+        from vantage.se.cmd import watch_file
+        file_watcher = loop.create_task(watch_file(self.conf.config, self.reload))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopped.set)
         stats = await self._serve_stats()
         await stopped.wait()
         self.stopping = True
         watcher.cancel()
+        file_watcher.cancel()
         LOG.info("stopping %d workers", len(self.workers))
         for child, _ in self.workers.values():
             child.send_signal(signal.SIGTERM)
