@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import http.server
 import ipaddress
+import itertools
 import json
 import os
 import pathlib
@@ -42,14 +43,13 @@ pytestmark = [
     pytest.mark.timeout(150),
 ]
 
-pyroute2 = pytest.importorskip("pyroute2")
-
 ADMIN_PASSWORD = "netns-admin-Passw0rd"
 VS_PORT = 8080
 
 
 def ip(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10,
+                            check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
@@ -108,6 +108,13 @@ class Backend(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class BackendServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # the killed SE's pooled connections reset: expected, not worth a traceback
+
+
 class NetnsRun:
     """The controller, backends and client namespace of one test run, and their cleanup."""
 
@@ -126,7 +133,7 @@ class NetnsRun:
         self.port = free_port()
         self.url = f"https://{self.bridge_address}:{self.port}"
         self.process: subprocess.Popen | None = None
-        self.backends: list[http.server.ThreadingHTTPServer] = []
+        self.backends: list[BackendServer] = []
         self._client: Client | None = None
 
     # setup --------------------------------------------------------------------------------
@@ -161,8 +168,7 @@ class NetnsRun:
 
     def start_backends(self, count: int = 2) -> None:
         for index in range(count):
-            server = http.server.ThreadingHTTPServer((self.bridge_address, 0), Backend)
-            server.daemon_threads = True
+            server = BackendServer((self.bridge_address, 0), Backend)
             server.label = f"backend-{index}"
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.backends.append(server)
@@ -229,7 +235,6 @@ class NetnsRun:
                 self.process.kill()
                 self.process.wait(timeout=5)
         namespaces = self.our_namespaces()
-        existing = set(ip("netns", "list").split())
         existing = {line.split()[0] for line in ip("netns", "list").splitlines() if line}
         pids = set()
         for ns in namespaces & existing:
@@ -244,9 +249,7 @@ class NetnsRun:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for pid in pids:
-            wait_for(lambda pid=pid: not pathlib.Path(f"/proc/{pid}").exists()
-                     or b"Z" in pathlib.Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1][:3],
-                     10, f"process {pid} to exit")
+            wait_for(lambda pid=pid: exited(pid), 10, f"process {pid} to exit")
         for record in self.state.glob("ses/*/netns.json"):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 ip("link", "del", json.loads(record.read_text())["host_ifname"], check=False)
@@ -262,6 +265,14 @@ class NetnsRun:
         left += [name for name in (self.bridge, self.client_if) if f" {name}:" in links
                  or f" {name}@" in links]
         return left
+
+
+def exited(pid: int) -> bool:
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat.rsplit(b")", 1)[1].split()[0] == b"Z"
 
 
 # the client side ----------------------------------------------------------------------------
@@ -338,7 +349,7 @@ class RequestLoop:
     def outage(self) -> float:
         """The longest time between two consecutive successful answers."""
         ends = [end for _, end, body in self.results if body]
-        return max((b - a for a, b in zip(ends, ends[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
 
 
 def neighbour_mac(namespace: str, address: str) -> str | None:
@@ -450,3 +461,84 @@ def test_netns_vip_plumbing_failover_and_removal(run):
     wait_for(lambda: not holds(new_ns, "eth0", vip), 15, f"{vip} removed from {new_ns}")
     with pytest.raises(OSError):
         in_namespace(run.client_ns, lambda: get(vip, timeout=1.0))
+
+
+def test_secondary_holds_the_vip_without_answering_arp(tmp_path):
+    """The driver's plumbing alone: the primary answers ARP for the VIP; the secondary holds it
+    on lo, never answers ARP, yet accepts frames sent to its MAC and replies from the VIP
+    (what the primary's layer-2 forwarding relies on)."""
+    from vantage.cloud import netns
+
+    tag = secrets.token_hex(3)
+    net = netns.BridgeNetwork.parse(f"vtb-{tag}", str(unused_network()))
+    base = net.network.network_address
+    primary = netns.Port(f"vantage-test-p-{tag}", f"vtp-{tag}", str(base + 2))
+    secondary = netns.Port(f"vantage-test-s-{tag}", f"vts-{tag}", str(base + 3))
+    client = netns.Port(f"vantage-test-c-{tag}", f"vtc-{tag}", str(base + 4))
+    vip = str(base + 200)
+    try:
+        assert netns.ensure_bridge(net) is True
+        assert netns.ensure_bridge(net) is False
+        macs = {}
+        for port in (primary, secondary, client):
+            macs[port] = netns.ensure_port(net, port)
+            assert netns.ensure_port(net, port) == macs[port]  # a retried create adopts
+        for _ in range(2):  # idempotent
+            netns.plumb_vip(primary, vip, primary=True)
+            netns.plumb_vip(secondary, vip, primary=False)
+        assert holds(primary.namespace, "eth0", vip)
+        assert holds(secondary.namespace, "lo", vip)
+        assert not holds(secondary.namespace, "eth0", vip)
+
+        listening = threading.Event()
+        served: list[str] = []
+
+        def serve() -> None:
+            with socket.create_server((vip, 9000)) as server:
+                server.settimeout(10)
+                listening.set()
+                conn, peer = server.accept()
+                with conn:
+                    served.append(peer[0])
+                    conn.sendall(b"from the secondary")
+
+        server_thread = threading.Thread(target=in_namespace, args=(secondary.namespace, serve),
+                                         daemon=True)
+        server_thread.start()
+        assert listening.wait(10)
+
+        def probe() -> str:
+            # ARP resolution picks the primary: the secondary stays silent
+            with contextlib.suppress(OSError):
+                socket.create_connection((vip, 9000), timeout=1).close()
+            return neighbour_mac(client.namespace, vip)
+
+        assert in_namespace(client.namespace, probe) == macs[primary]
+        # frames for the VIP sent to the secondary's MAC are accepted and answered directly
+        ip("-n", client.namespace, "neigh", "replace", vip, "lladdr", macs[secondary], "dev",
+           "eth0", "nud", "permanent")
+
+        def fetch() -> bytes:
+            with socket.create_connection((vip, 9000), timeout=5) as conn:
+                return conn.recv(100)
+
+        assert in_namespace(client.namespace, fetch) == b"from the secondary"
+        server_thread.join(10)
+        assert served == [client.address]
+        # with the primary's VIP gone, nobody answers ARP for it (the secondary stays silent)
+        netns.unplumb_vip(primary, vip)
+        ip("-n", client.namespace, "neigh", "del", vip, "dev", "eth0")
+        assert in_namespace(client.namespace, probe) is None
+
+        for _ in range(2):
+            netns.unplumb_vip(primary, vip)
+            netns.unplumb_vip(secondary, vip)
+        assert not holds(primary.namespace, "eth0", vip)
+        assert not holds(secondary.namespace, "lo", vip)
+    finally:
+        for port in (primary, secondary, client):
+            netns.remove_port(port)
+            netns.remove_port(port)
+        netns.remove_bridge(net.bridge)
+    existing = ip("netns", "list") + ip("-o", "link", "show")
+    assert tag not in existing
