@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 import socket
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from vantage.model.httppolicyset import (
     UriParam,
 )
 from vantage.proxy.http1 import HOP_BY_HOP, REASONS
+from vantage.proxy.ratelimit import KeyedLimiter
 
 # What a RequestDecision tells the proxy to do.
 FORWARD = 0   # send the request on (to `pool` if set), after `header_ops`, `target`, `host`
@@ -734,36 +734,22 @@ class _Redirect:
 
 
 class _RateLimiter:
-    """Token bucket per key, kept as GCRA: one float per key, the time at which the bucket
-    would be full again. `count` per `period` seconds; up to max(count, burst) at once."""
+    """A rule's rate limit: the key is the client address, the path, or both."""
 
-    __slots__ = ("interval", "max_keys", "per_ip", "per_path", "table", "tolerance")
+    __slots__ = ("per_ip", "per_path", "limiter")
 
     def __init__(self, count: int, period: int, burst: int, per_ip: bool, per_path: bool,
                  max_keys: int) -> None:
-        self.interval = period / count
-        self.tolerance = self.interval * (max(count, burst) - 1)
         self.per_ip = per_ip
         self.per_path = per_path
-        self.table: OrderedDict[Any, float] = OrderedDict()
-        self.max_keys = max_keys
+        self.limiter = KeyedLimiter(count, period, burst, max_keys)
 
     def allow(self, client_ip: str, target: bytes, now: float) -> bool:
         if self.per_ip:
             key = (client_ip, target.partition(b"?")[0]) if self.per_path else client_ip
         else:
             key = target.partition(b"?")[0] if self.per_path else None
-        table = self.table
-        tat = table.get(key)
-        if tat is None or tat < now:
-            tat = now
-        elif tat - now > self.tolerance:
-            return False
-        table[key] = tat + self.interval
-        table.move_to_end(key)
-        if len(table) > self.max_keys:
-            table.popitem(last=False)  # least recently seen key
-        return True
+        return self.limiter.allow(key, now)
 
 
 class _Rule:

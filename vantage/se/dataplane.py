@@ -17,7 +17,7 @@ from vantage.proxy.backend import Server
 from vantage.proxy.engine import ProxyEngine
 from vantage.proxy.persistence import make_persistence
 from vantage.proxy.pool import PoolRuntime
-from vantage.proxy.ratelimit import ConnectionLimits, KeyedLimiter, RequestLimit, TokenBucket
+from vantage.proxy.ratelimit import ConnectionLimits, KeyedLimiter, RequestLimit
 from vantage.proxy.service import HttpSettings, TcpSettings, VirtualServiceRuntime
 from vantage.proxy.telemetry import RequestLog
 from vantage.se.config import CompiledConfig, CompiledPool, CompiledService
@@ -68,7 +68,7 @@ def connection_limits(spec: CompiledService, now: float) -> ConnectionLimits | N
     rate = per_client = None
     if vs.connections_rate_limit is not None:
         lim = vs.connections_rate_limit.rate_limiter
-        rate = TokenBucket(lim.count, lim.period, lim.burst_sz, now)
+        rate = KeyedLimiter(lim.count, lim.period, lim.burst_sz, max_keys=1)
     rl = spec.application_profile.dos_rl_profile
     if rl is not None and rl.rl_profile is not None and \
             rl.rl_profile.client_ip_connections_rate_limit is not None:

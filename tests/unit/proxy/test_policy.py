@@ -621,7 +621,7 @@ def test_rate_limit_memory_is_bounded_least_recently_seen_first():
     for ip in ips:
         assert evaluate(policies, target=b"/login", client_ip=ip).pool == "api"
     limiter = policies._request[0].limiter
-    assert list(limiter.table) == ips[-3:]
+    assert list(limiter.limiter.table) == ips[-3:]
     assert evaluate(policies, target=b"/login", client_ip=ips[-1]).action == RESPOND
     assert evaluate(policies, target=b"/login", client_ip=ips[0]).pool == "api"  # forgotten
 
