@@ -77,7 +77,7 @@ class RequestHead:
 
 class ResponseHead:
     __slots__ = ("status", "reason", "version", "headers", "keep_alive", "content_length",
-                 "chunked", "connection", "upgrade")
+                 "chunked", "connection", "upgrade", "codings")
 
     def __init__(self) -> None:
         self.status = 0
@@ -89,6 +89,8 @@ class ResponseHead:
         self.chunked = False
         self.connection: bytes | None = None
         self.upgrade: bytes | None = None
+        #: transfer codings other than a final chunked (e.g. b"gzip"), in order
+        self.codings: bytes | None = None
 
 
 class RequestHandler(Protocol):
@@ -392,7 +394,15 @@ class ResponseReader:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
-                head.chunked = value.lower().rstrip().endswith(b"chunked")
+                # RFC 9112 §6.1: the body is chunked only if chunked is the final coding; the
+                # others (gzip, ...) are kept and declared again to the client
+                codings = [c.strip() for c in value.split(b",") if c.strip()]
+                if codings and codings[-1].lower() == b"chunked":
+                    head.chunked = True
+                    codings.pop()
+                if codings:
+                    head.codings = b", ".join(codings) if head.codings is None else \
+                        head.codings + b", " + b", ".join(codings)
             elif lname == b"connection":
                 head.connection = value if head.connection is None else head.connection + b"," + value
             elif lname == b"upgrade":
@@ -530,7 +540,12 @@ def build_response_head(head: ResponseHead, framing: int, keep_alive: bool,
     if head.status == 101:
         lines.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % (head.upgrade or b""))
     else:
-        if framing == FRAME_CHUNKED:
+        if head.codings is not None:
+            # transfer codings other than chunked describe the body bytes: pass them on
+            # (re-chunked for an HTTP/1.1 client, close-delimited for an HTTP/1.0 one)
+            lines.append(b"Transfer-Encoding: %s%s\r\n" % (
+                head.codings, b", chunked" if framing == FRAME_CHUNKED else b""))
+        elif framing == FRAME_CHUNKED:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         if not keep_alive:
             lines.append(b"Connection: close\r\n")

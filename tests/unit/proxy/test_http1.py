@@ -538,3 +538,30 @@ def test_chunks_and_last_chunk():
     assert http1.last_chunk(None) == b"0\r\n\r\n"
     trailers = [(b"X-Sum", b"1"), (b"Content-Length", b"9"), (b"Connection", b"close")]
     assert http1.last_chunk(trailers) == b"0\r\nX-Sum: 1\r\n\r\n"
+
+
+@pytest.mark.parametrize("te", [b"gzip, chunked", b"gzip"])
+def test_response_transfer_codings_other_than_chunked_reach_the_client(te):
+    """RFC 9112 §6.1: gzip as a transfer coding describes the body bytes: it is declared again
+    to the client (chunked re-applied last), never dropped with the hop-by-hop fields."""
+    got = {}
+
+    class Handler:
+        def on_response(self, head): got["head"] = head
+        def on_informational(self, head): pass
+        def on_response_body(self, data): pass
+        def on_response_complete(self, trailers): pass
+        def on_response_error(self, reason): got["error"] = reason
+        def on_upgrade_data(self, data): pass
+
+    reader = http1.ResponseReader(Handler())
+    body = b"0\r\n\r\n" if te.endswith(b"chunked") else b"zz"
+    reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n" + body)
+    head = got["head"]
+    assert head.codings == b"gzip"
+    framing = http1.response_framing(head, b"GET", "1.1")
+    assert b"Transfer-Encoding: gzip, chunked\r\n" in http1.build_response_head(
+        head, framing, True, "1.1")
+    framing = http1.response_framing(head, b"GET", "1.0")
+    out = http1.build_response_head(head, framing, False, "1.0")
+    assert b"Transfer-Encoding: gzip\r\n" in out and b"chunked" not in out
