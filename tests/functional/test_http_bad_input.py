@@ -654,3 +654,37 @@ async def test_bad_pipelined_request_is_answered_after_the_requests_before_it(st
     record = await proxy.record(400)
     assert record["significant"] is True
     assert "more than one Host" in record["reason"], record
+
+
+async def test_h2c_upgrade_is_not_tunneled():
+    """An `Upgrade: h2c` request must not become a tunnel (h2c smuggling): the server gets a
+    plain request without Upgrade, and nothing after it on that connection is relayed raw."""
+    import io
+
+    from tests.functional.backends import HttpBackend, HttpClient, free_port, loopback_address
+    from vantage.proxy.telemetry import RequestLog
+    from vantage.se.config import compile_document
+    from vantage.se.dataplane import DataPlane
+
+    backend = await HttpBackend("b").start()
+    vip = loopback_address()
+    port = free_port(vip)
+    doc = {"pool": [{"name": "web", "servers": [{"ip": {"addr": "127.0.0.1"},
+                                                 "port": backend.port}]}],
+           "vsvip": [{"name": "vip", "vip": [{"ip_address": {"addr": vip}}]}],
+           "virtualservice": [{"name": "vs", "vsvip_ref": "vip", "pool_ref": "web",
+                               "services": [{"port": port}]}]}
+    dataplane = DataPlane(asyncio.get_running_loop(), RequestLog(io.BytesIO()))
+    await dataplane.apply(compile_document(doc))
+    try:
+        async with await HttpClient.connect(port, vip) as client:
+            response = await client.get("/", [("Connection", "Upgrade, HTTP2-Settings"),
+                                              ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQAAP__")])
+            assert response.status == 200
+            echo = response.echo
+            assert echo.header("Upgrade") is None
+            assert response.header("Connection") == "close"
+            assert await client.closed_by_peer()
+    finally:
+        await dataplane.close()
+        await backend.stop()

@@ -425,7 +425,10 @@ class ClientConnection(asyncio.Protocol):
         now = self.loop.time()
         ex = self.exchange = Exchange(head, perf_counter())
         ex.pool = self.pool
-        if head.upgrade is not None and not self.settings.websockets_enabled:
+        if head.upgrade is not None and (not self.settings.websockets_enabled
+                                         or head.upgrade.strip().lower() != b"websocket"):
+            # only WebSocket becomes a tunnel: an h2c (or other) upgrade would carry requests
+            # past every policy and limit of this proxy; the server sees a plain request
             head.upgrade = None
             ex.keep_alive = False
         max_requests = self.settings.max_keepalive_requests
