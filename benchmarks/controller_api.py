@@ -21,6 +21,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -323,20 +324,24 @@ def environment() -> dict[str, str]:
 
 def docs_section(results: list[Result], args: argparse.Namespace, env: dict[str, str],
                  transport: str, load: tuple[float, float]) -> str:
-    return "\n".join([
-        DOCS_SECTION, "",
-        (f"`python -m benchmarks.controller_api` ({args.pools} pools and "
-        f"{args.virtualservices} virtual services, SQLite in a fresh state directory), "
-        f"commit {env['commit']}, {env['date']}: one client over one persistent {transport} "
-        "connection (keep-alive, API token), requests sent one at a time, so rates are "
+    intro = (
+        f"`python -m benchmarks.controller_api`: {args.pools} pools and "
+        f"{args.virtualservices} virtual services created in a fresh SQLite state directory, "
+        f"commit {env['commit']}, {env['date']}. One client sends its requests one at a time "
+        f"over one persistent {transport} connection (keep-alive, API token), so rates are "
         "round-trip bound. Creates are `POST`s of a pool with two servers and of a virtual "
-        "service referring to one of the pools; `GET by uuid` picks pools and virtual services "
-        f"at random ({args.gets} requests); `list page (200)` reads random pages of 200 "
-        f"({args.lists} requests); `list filtered by name` is `?name=` on random names. "
-        f"Client and controller share the machine ({env['cpus']} CPUs, {env['machine']}, "
-        f"Python {env['python']}, SQLite {env['sqlite']})."), "",
-        *table(results), "",
-    ]) + "\n"
+        "service referring to one of the pools; `GET by uuid` reads pools and virtual "
+        f"services at random ({args.gets} requests); `list page (200)` reads random pages of "
+        f"200 ({args.lists} requests); `list filtered by name` is `?name=` on random names "
+        f"({args.gets} requests). Client and controller share the machine "
+        f"({env['cpus']} CPUs, {env['machine']}, Python {env['python']}, "
+        f"SQLite {env['sqlite']}); the 1-minute load average was {load[0]:.1f} at the start "
+        f"and {load[1]:.1f} at the end, and on a busy machine latencies include waiting for "
+        "a CPU. \"Controller CPU\" is the controller process's user + system time over the "
+        "operation divided by its requests (from /proc): it depends much less on what else "
+        "runs, and it also counts work the controller does in the background meanwhile.")
+    return "\n".join([DOCS_SECTION, "", textwrap.fill(intro, width=100), "",
+                      *table(results), ""]) + "\n"
 
 
 def write_docs(section: str, path: Path = DOCS_FILE) -> None:
