@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from string import Template
 
+from benchmarks.docs import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "backends"
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -867,18 +869,8 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
 
 def write_docs(section: str, path: Path = DOCS_FILE) -> None:
     """Replace the "Data plane" section of docs/performance.md, leaving other sections alone."""
-    text = path.read_text() if path.exists() else "# Performance\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == DOCS_SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines))
-                    if lines[i].startswith("## ")), len(lines))
-        rest = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
+    body = section.split("\n", 1)[1] if section.startswith(DOCS_SECTION) else section
+    replace_section(path, DOCS_SECTION[len("## "):], body.lstrip("\n"))
 
 
 # --------------------------------------------------------------------------- main
