@@ -11,12 +11,15 @@ by row count.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+
+LOG = logging.getLogger("vantage.analytics.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
@@ -84,34 +87,57 @@ class AnalyticsStore:
         while True:
             item = self._queue.get()
             if item is None:
+                self._queue.task_done()
                 return
             batch = [item]
+            stop = False
             while len(batch) < 200:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._write(batch)
-                    return
+                    stop = True
+                    break
                 batch.append(nxt)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception:  # the writer must outlive any one batch (disk full, locked db)
+                LOG.exception("analytics batch of %d message(s) not written", len(batch))
+            finally:
+                for _ in range(len(batch) + stop):
+                    self._queue.task_done()
+            if stop:
+                return
 
     def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         logs, samples = [], []
         for se_uuid, message in batch:
-            if message.get("type") == "logs":
-                for record in message.get("records", []):
-                    logs.append(_log_row(se_uuid, record))
-            elif message.get("type") == "metrics":
-                samples.extend(self._deltas(se_uuid, message))
+            # what an SE sends is input: a malformed message or record is skipped, not fatal
+            try:
+                if message.get("type") == "logs":
+                    for record in message.get("records") or []:
+                        try:
+                            logs.append(_log_row(se_uuid, record))
+                        except (AttributeError, TypeError, ValueError):
+                            LOG.warning("SE %s: malformed request log record skipped", se_uuid)
+                elif message.get("type") == "metrics":
+                    samples.extend(list(self._deltas(se_uuid, message)))
+            except (AttributeError, TypeError, ValueError) as exc:
+                LOG.warning("SE %s: malformed %s message skipped: %s", se_uuid,
+                            message.get("type"), exc)
         with self._lock:
             self._db.execute("BEGIN")
-            if logs:
-                self._db.executemany("INSERT INTO logs VALUES (?,?,?,?,?,?,?,?,?)", logs)
-            if samples:
-                self._db.executemany(
-                    "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", samples)
+            try:
+                if logs:
+                    self._db.executemany("INSERT INTO logs VALUES (?,?,?,?,?,?,?,?,?)", logs)
+                if samples:
+                    self._db.executemany(
+                        "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        samples)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
         now = time.time()
         if now - self._last_prune > 60:
@@ -133,12 +159,17 @@ class AnalyticsStore:
                 else:
                     totals[key] += c.get(key, 0)
         entities.append(("serviceengine", se_uuid, totals))
+        se_previous = self._last.get((se_uuid, "serviceengine", se_uuid))
         for kind, uuid, counters in entities:
             key = (se_uuid, kind, uuid)
             previous = self._last.get(key)
             self._last[key] = (ts, counters)
             if previous is None:
-                continue  # the first sample only sets the baseline
+                if se_previous is None or kind == "serviceengine":
+                    continue  # the first sample of an SE only sets the baseline
+                # new on an SE that already reports (a virtual service just placed there):
+                # its counters began at zero since that SE's previous sample
+                previous = (se_previous[0], {})
             prev_ts, prev = previous
             interval = ts - prev_ts
             if interval <= 0:
@@ -155,7 +186,8 @@ class AnalyticsStore:
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until what was ingested so far is written (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
+        # unfinished_tasks, not empty(): a batch taken off the queue may still be written
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
         with self._lock:
             pass

@@ -43,6 +43,19 @@ def _prepare_local_cloud(conf) -> None:
                          f"to {address} or 0.0.0.0")
 
 
+def stop_control_loop_on_exit(server, control_plane) -> None:
+    """Halt the control loop as soon as the exit signal arrives. uvicorn closes every
+    connection, the SE channels too, before the lifespan shutdown stops the loop: meanwhile
+    the loop would see every SE fall silent and replace them all."""
+    handle_exit = server.handle_exit
+
+    def halt_then_exit(sig, frame) -> None:
+        control_plane.stopping = True  # a plain store: safe in a signal handler
+        handle_exit(sig, frame)
+
+    server.handle_exit = halt_then_exit
+
+
 def _read(path: str | None) -> str | None:
     if not path:
         return None
@@ -94,12 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 1
     log.info("serving the REST API on %s://%s:%d", scheme, conf.api.bind_host, conf.api.bind_port)
-    uvicorn.run(app, host=conf.api.bind_host, port=conf.api.bind_port,
-                log_level="debug" if conf.debug else "warning",
-                access_log=False, lifespan="on", server_header=False,
-                # a TLS peer that never answers close_notify would hold shutdown for 30 s
-                timeout_graceful_shutdown=3, **ssl_args)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=conf.api.bind_host, port=conf.api.bind_port,
+        log_level="debug" if conf.debug else "warning",
+        access_log=False, lifespan="on", server_header=False,
+        # a TLS peer that never answers close_notify would hold shutdown for 30 s
+        timeout_graceful_shutdown=3, **ssl_args))
+    if control_plane is not None:
+        stop_control_loop_on_exit(server, control_plane)
+    server.run()
+    return 0 if server.started else 3  # 3: uvicorn's startup failure (port taken, ...)
 
 
 if __name__ == "__main__":

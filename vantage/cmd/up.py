@@ -127,7 +127,7 @@ def run(state_dir: str, listen: str, demo: bool, out, netns: bool = False) -> in
     from vantage.api.app import build_services, create_app
     from vantage.cloud.base import CloudError
     from vantage.cloud.local import prepare_host
-    from vantage.cmd.controller import _controller_url
+    from vantage.cmd.controller import _controller_url, stop_control_loop_on_exit
     from vantage.controller.certs import ensure_self_signed
     from vantage.controller.controlplane import create_control_plane
 
@@ -175,6 +175,8 @@ def run(state_dir: str, listen: str, demo: bool, out, netns: bool = False) -> in
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
                                            ssl_certfile=cert, ssl_keyfile=key, lifespan="on",
                                            access_log=False, server_header=False))
+    stop_control_loop_on_exit(server, control_plane)
+
     sockets = None
     if bridge and host not in ("0.0.0.0", "::", bridge):
         try:

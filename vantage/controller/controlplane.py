@@ -91,10 +91,15 @@ class ControlPlane:
         self.semanager.on_ack = self._on_ack
         self.semanager.on_disconnect = self._on_se_disconnect
         self.vs_runtime: dict[str, VsRuntime] = {}
-        self.placements: dict[str, placement.VsPlacement] = {}
+        #: where each virtual service runs; kept in the state directory so that a restarted
+        #: controller leaves virtual services where they are while its SEs reconnect
+        self.placements_file = state / "placements.json"
+        self.placements: dict[str, placement.VsPlacement] = self._load_placements()
         self.ses: dict[str, SeRecord] = {}
         self.se_docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self.se_rejections: dict[str, dict[str, str]] = {}
+        #: SE uuid -> (applied version, virtual services it serves with that version)
+        self.se_serving: dict[str, tuple[str, frozenset[str]]] = {}
         #: (SE uuid, VIP) -> primary flag, for every VIP the cloud driver has plumbed
         self.plumbed: dict[tuple[str, str], bool] = {}
         #: (SE uuid, VIP) -> the last plumbing error, logged once
@@ -219,6 +224,8 @@ class ControlPlane:
             demands.append(placement.VsDemand(uuid, vs.name, group))
         result = placement.place(groups, statuses, demands, self.placements)
         self._record_moves(result, names, now)
+        if result.placements != self.placements:
+            await asyncio.to_thread(self._save_placements, result.placements)
         self.placements = result.placements
 
         await self._scale(snap, groups, result, now)
@@ -234,6 +241,21 @@ class ControlPlane:
         # VIPs follow placement: plumbed on the SEs now serving them, removed from the others
         await self._plumb_vips(snap, result)
         self._update_runtime(snap, result, docs, now)
+
+    def _load_placements(self) -> dict[str, placement.VsPlacement]:
+        try:
+            saved = json.loads(self.placements_file.read_text())
+            return {vs: placement.VsPlacement(tuple(where["active"]), where.get("standby"))
+                    for vs, where in saved.items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+
+    def _save_placements(self, placements: dict[str, placement.VsPlacement]) -> None:
+        saved = {vs: {"active": list(where.active), "standby": where.standby}
+                 for vs, where in placements.items()}
+        tmp = self.placements_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved))
+        tmp.replace(self.placements_file)
 
     def _record_moves(self, result: placement.PlacementResult, names: dict[str, str],
                       now: float) -> None:
@@ -547,6 +569,17 @@ class ControlPlane:
         return docs
 
     def _update_runtime(self, snap, result, docs, now: float) -> None:
+        # what each SE serves: the virtual services of the last document it applied. While a
+        # newer document is on its way, those keep serving (a change to one virtual service
+        # does not make the others on the SE look down)
+        for se_uuid, (version, document) in docs.items():
+            session = self.semanager.sessions.get(se_uuid)
+            if session is not None and session.applied_version == version:
+                self.se_serving[se_uuid] = (version, frozenset(
+                    vs["uuid"] for vs in document.get("virtualservice", [])
+                    if vs["uuid"] not in session.rejected_vs))
+        for se_uuid in set(self.se_serving) - set(docs):
+            del self.se_serving[se_uuid]
         for vs_uuid, vs in snap["virtualservice"].items():
             runtime = self.vs_runtime.setdefault(vs_uuid, VsRuntime())
             vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "")
@@ -575,7 +608,10 @@ class ControlPlane:
                     primary = index == 0
                     standby = where.standby == se
                     alive = self.semanager.is_alive(se)
-                    if alive and applied and not standby:
+                    served_version, served = self.se_serving.get(se, (None, frozenset()))
+                    still = (session is not None and not refused and vs_uuid in served
+                             and session.applied_version == served_version)
+                    if alive and (applied or still) and not standby:
                         serving += 1
                     ses.append({"se_ref": se, "se_name": record.name if record else se,
                                 "primary": primary, "standby": standby,
@@ -604,6 +640,30 @@ class ControlPlane:
         for vs_uuid in list(self.vs_runtime):
             if vs_uuid not in snap["virtualservice"]:
                 del self.vs_runtime[vs_uuid]
+
+    def cloud_runtime(self, cloud_uuid: str, cloud: dict[str, Any]) -> dict[str, Any]:
+        """The cloud's driver, the return path it records, and whether it is usable."""
+        runtime: dict[str, Any] = {"uuid": cloud_uuid, "name": cloud.get("name"),
+                                   "vtype": cloud.get("vtype")}
+        driver = self.drivers.get(cloud_uuid)
+        try:
+            if driver is None:
+                with self.store.begin() as tx:
+                    stored = tx.get(cloud_uuid)
+                driver = self.drivers[cloud_uuid] = self.make_driver(stored)
+        except CloudError as exc:
+            return {**runtime, "state": "CLOUD_STATE_FAILED", "reason": exc.reason}
+        ses = [r for r in self.ses.values()
+               if (self._group_cloud(r.group) or "") == cloud_uuid]
+        return {**runtime, "state": "CLOUD_STATE_PLACEMENT_READY",
+                "driver": f"{type(driver).__module__}.{type(driver).__name__}",
+                "return_path": driver.return_path().value,
+                "service_engines": len(ses)}
+
+    def _group_cloud(self, group_uuid: str) -> str | None:
+        with self.store.begin() as tx:
+            group = tx.get(group_uuid) if group_uuid else None
+        return group.body.get("cloud_ref") if group else None
 
     def se_runtime(self, se_uuid: str) -> dict[str, Any] | None:
         record = self.ses.get(se_uuid)

@@ -143,6 +143,10 @@ def _place_elastic(group: GroupSpec, members: list[SeStatus], demands: list[VsDe
     missing = max(0, target - len(usable))
     if missing:
         result.create[group.uuid] = missing
+    # slots on the SEs about to be created: a virtual service that will fit there waits;
+    # one that will not (max_se reached) lacks resources. Dead SEs are replaced, so they do
+    # not count against max_se here.
+    future_slots = missing * group.max_vs_per_se
     for demand in sorted(demands, key=lambda d: d.name):
         have = chosen[demand.uuid]
         while len(have) < wanted[demand.uuid]:
@@ -159,7 +163,8 @@ def _place_elastic(group: GroupSpec, members: list[SeStatus], demands: list[VsDe
             result.placements[demand.uuid] = VsPlacement(tuple(have))
         short = wanted[demand.uuid] - len(have)
         if short > 0:
-            if len(usable) + missing > len(members) and missing:
+            if short <= min(missing, future_slots):
+                future_slots -= short
                 reason = (f"waiting for {missing} new SE(s) in SE group '{group.name}'")
             else:
                 reason = (f"SE group '{group.name}' has no capacity: {len(usable)} usable SE(s), "

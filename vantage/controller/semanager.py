@@ -30,6 +30,22 @@ def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def _object(text: str) -> dict[str, Any]:
+    """One channel message: a JSON object, or ValueError (which ends the channel)."""
+    message = json.loads(text)
+    if not isinstance(message, dict):
+        # ValueError like a JSON syntax error: both end the channel the same way
+        raise ValueError("an SE channel message must be a JSON object")  # noqa: TRY004
+    return message
+
+
+def _reasons(value: Any) -> dict[str, str]:
+    """The SE's {virtual service uuid: reason} of what it could not apply."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
 class SeCredentials:
     def __init__(self, path: str | Path, *, token_ttl: float = 3600.0) -> None:
         self.path = Path(path)
@@ -107,6 +123,8 @@ class SeSession:
     applied_version: str | None = None
     sent_version: str | None = None
     rejected: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: virtual service uuid -> why the SE left it out of its applied configuration
+    rejected_vs: dict[str, str] = dataclasses.field(default_factory=dict)
     servers: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
 
 
@@ -139,7 +157,7 @@ class SeManager:
     async def handle(self, channel: Channel, peer: str) -> None:
         """Run one SE channel until it closes."""
         try:
-            hello = json.loads(await asyncio.wait_for(channel.receive(), 10))
+            hello = _object(await asyncio.wait_for(channel.receive(), 10))
         except (asyncio.TimeoutError, ValueError, ConnectionError):
             await channel.close(1008)
             return
@@ -166,7 +184,8 @@ class SeManager:
             await old.channel.close(4000)  # a newer channel replaces it
         now = time.monotonic()
         session = SeSession(se_uuid, channel, peer, now, now, hello.get("hostname"),
-                            hello.get("pid"), applied_version=hello.get("config_version"))
+                            hello.get("pid"), applied_version=hello.get("config_version"),
+                            rejected_vs=_reasons(hello.get("rejected")))
         self.sessions[se_uuid] = session
         self.last_seen[se_uuid] = now
         await channel.send(json.dumps(welcome))
@@ -176,7 +195,7 @@ class SeManager:
         try:
             while True:
                 text = await channel.receive()
-                self._dispatch(session, json.loads(text))
+                self._dispatch(session, _object(text))
         except (ConnectionError, ValueError, asyncio.CancelledError):
             pass
         finally:
@@ -209,6 +228,7 @@ class SeManager:
         elif kind == "ack":
             if message.get("ok"):
                 session.applied_version = message.get("version")
+                session.rejected_vs = _reasons(message.get("rejected"))
             else:
                 session.rejected[str(message.get("version"))] = str(message.get("error"))
             if self.on_ack is not None:

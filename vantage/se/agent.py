@@ -25,7 +25,7 @@ from typing import Any
 import tenacity
 import websockets
 
-from vantage.se.config import ConfigError, compile_document
+from vantage.se.config import CompiledConfig, ConfigError, compile_document
 from vantage.se.dataplane import DataPlane
 
 LOG = logging.getLogger("vantage.se.agent")
@@ -34,6 +34,8 @@ HEARTBEAT_INTERVAL = 1.0
 METRICS_INTERVAL = 5.0
 LOG_BATCH_INTERVAL = 1.0
 MAX_QUEUED_LOGS = 20000
+#: key of the saved configuration that keeps the virtual services left out of it
+REJECTED_KEY = "rejected_virtualservices"
 
 
 class ChannelRefused(Exception):
@@ -74,6 +76,8 @@ class Agent:
         self.reconnects = 0
         self._ws = None
         self._stopping = False
+        #: virtual service uuid -> why it was left out of the applied configuration
+        self.rejected: dict[str, str] = {}
         dataplane.log.subscribers.append(self._queue_logs)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -94,10 +98,12 @@ class Agent:
         """Serve the last applied configuration at once (SE restart without a controller)."""
         try:
             saved = json.loads(self.config_file.read_text())
-        except (OSError, ValueError):
+            rejected = dict(saved.pop(REJECTED_KEY, None) or {})
+        except (OSError, ValueError, AttributeError, TypeError):
             return
         try:
             await self.dataplane.apply(compile_document(saved))
+            self.rejected = rejected
             LOG.info("serving the last configuration (version %s) until the controller answers",
                      saved.get("version"))
         except (ConfigError, OSError) as exc:
@@ -161,6 +167,8 @@ class Agent:
         hello: dict[str, Any] = {"type": "hello", "se_uuid": self.se_uuid,
                                  "hostname": socket.gethostname(), "pid": os.getpid(),
                                  "config_version": self.dataplane.version}
+        if self.rejected:
+            hello["rejected"] = self.rejected
         if secret:
             hello["secret"] = secret
         else:
@@ -197,7 +205,7 @@ class Agent:
             document = dict(message.get("config") or {})
             document["version"] = version
             try:
-                compiled = compile_document(document)
+                compiled, document, rejected = compile_serviceable(document)
                 await self.dataplane.apply(compiled)
             except (ConfigError, OSError) as exc:
                 reason = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
@@ -207,9 +215,13 @@ class Agent:
                                           "error": reason,
                                           "applied_version": self.dataplane.version}))
                 return
-            self._save(document)
+            for vs_uuid, reason in rejected.items():
+                LOG.error("configuration %s: virtual service %s left out: %s", version, vs_uuid,
+                          reason)
+            self.rejected = rejected
+            self._save({**document, REJECTED_KEY: rejected} if rejected else document)
             await ws.send(json.dumps({"type": "ack", "version": version, "ok": True,
-                                      "applied_version": version}))
+                                      "applied_version": version, "rejected": rejected}))
         elif kind == "ping":
             await ws.send(json.dumps({"type": "pong", "ts": message.get("ts")}))
         else:
@@ -246,10 +258,78 @@ class Agent:
                 await ws.send(json.dumps({"type": "logs", "records": batch}))
 
     async def _ship_metrics(self, ws) -> None:
+        # one sample at once: the controller takes rates from differences, so this baseline
+        # comes before the first requests instead of swallowing them
         while True:
-            await asyncio.sleep(METRICS_INTERVAL)
             await ws.send(json.dumps({"type": "metrics", "ts": time.time(),
                                       **metrics_snapshot(self.dataplane)}))
+            await asyncio.sleep(METRICS_INTERVAL)
+
+
+def compile_serviceable(document: dict[str, Any]
+                        ) -> tuple[CompiledConfig, dict[str, Any], dict[str, str]]:
+    """Compile a controller's document; when it fails, leave out the virtual services that
+    cannot be served (each with its reason) so that one bad virtual service does not hold
+    back the others. Answers the compiled configuration, the document it came from, and
+    {virtual service uuid or name: reason}. Raises ConfigError if not even the objects the
+    remaining virtual services use compile."""
+    try:
+        return compile_document(document), document, {}
+    except ConfigError:
+        pass
+    services = [vs for vs in document.get("virtualservice") or [] if isinstance(vs, dict)]
+    kept: list[dict[str, Any]] = []
+    rejected: dict[str, str] = {}
+    # in document order, keep each virtual service that compiles with those kept before it
+    # (a conflict, such as two on one VIP:port, rejects the later one)
+    for vs in services:
+        try:
+            compile_document(_used_by(document, [*kept, vs]))
+        except ConfigError as exc:
+            rejected[str(vs.get("uuid") or vs.get("name"))] = "; ".join(exc.problems)
+            continue
+        kept.append(vs)
+    applied = _used_by(document, kept)
+    return compile_document(applied), applied, rejected
+
+
+def _used_by(document: dict[str, Any], services: list[dict[str, Any]]) -> dict[str, Any]:
+    """The document with these virtual services and only the objects they refer to, directly
+    or through other objects (by UUID or name, in any `*_ref` or `*_refs` field)."""
+    index: dict[str, list[tuple[str, int]]] = {}
+    for kind, items in document.items():
+        if kind == "virtualservice" or not isinstance(items, list):
+            continue
+        for position, item in enumerate(items):
+            if isinstance(item, dict):
+                for key in (item.get("uuid"), item.get("name")):
+                    if isinstance(key, str) and key:
+                        index.setdefault(key, []).append((kind, position))
+    used: set[tuple[str, int]] = set()
+    pending: list[Any] = list(services)
+    while pending:
+        for ref in _refs(pending.pop()):
+            for target in index.get(ref.rsplit("/", 1)[-1].rsplit("name=", 1)[-1], []):
+                if target not in used:
+                    used.add(target)
+                    pending.append(document[target[0]][target[1]])
+    out: dict[str, Any] = {k: v for k, v in document.items() if not isinstance(v, list)}
+    for kind, items in document.items():
+        if kind == "virtualservice":
+            out[kind] = list(services)
+        elif isinstance(items, list):
+            out[kind] = [item for i, item in enumerate(items) if (kind, i) in used]
+    return out
+
+
+def _refs(value: Any, field: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [ref for key, item in value.items() for ref in _refs(item, key)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item, field)]
+    if isinstance(value, str) and field.endswith(("_ref", "_refs")):
+        return [value]
+    return []
 
 
 def _server_health(dataplane: DataPlane) -> dict[str, list[dict]]:
