@@ -81,6 +81,19 @@ class ServiceEngineRuntime:
         resp.media = runtime
 
 
+class CloudRuntime:
+    """`GET /api/cloud/<uuid>/runtime`: the cloud's driver, its return path and its state."""
+
+    def __init__(self, ctx: Context, control_plane: ControlPlane) -> None:
+        self.ctx = ctx
+        self.cp = control_plane
+
+    async def on_get(self, req, resp, uuid: str) -> None:
+        obj = await self.ctx.run(self.ctx.objects.get, req.context.caller, "cloud", uuid,
+                                 self.ctx.wire(req))
+        resp.media = await self.ctx.run(self.cp.cloud_runtime, uuid, obj)
+
+
 class ControlPlaneMiddleware:
     """Starts and stops the control loop with the server; wakes it after API writes."""
 
@@ -103,4 +116,5 @@ def install(app: falcon.asgi.App, ctx: Context, control_plane: ControlPlane) -> 
     app.add_route("/api/se/channel", SeChannel(control_plane))
     app.add_route("/api/virtualservice/{uuid}/runtime", VirtualServiceRuntime(ctx, control_plane))
     app.add_route("/api/serviceengine/{uuid}/runtime", ServiceEngineRuntime(ctx, control_plane))
+    app.add_route("/api/cloud/{uuid}/runtime", CloudRuntime(ctx, control_plane))
     analytics.install(app, ctx, control_plane.analytics, control_plane)
