@@ -100,16 +100,25 @@ def _find_ca_file(state_path: pathlib.Path) -> str | None:
     return str(candidates[0]) if candidates else None
 
 
-def start_controller(base: pathlib.Path, *, extra_config: str = "",
+def start_controller(base: pathlib.Path, *, extra_config: str = "", control_plane: bool = False,
                      env: dict[str, str] | None = None) -> RunningController:
-    """Start `vantage-controller` with its state under `base`; wait until it answers."""
+    """Start `vantage-controller` with its state under `base`; wait until it answers.
+
+    `extra_config` is more ini text (start it with a `[section]` line). The control plane is
+    off unless `control_plane` is true; then the caller must stop the SE processes it starts
+    (under `<state_path>/ses/`).
+    """
     state = base / "state"
     state.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     config_file = base / "vantage.conf"
+    # The REST API alone: with the control plane on, every virtual service a test creates
+    # would start SE processes (local cloud) that outlive the controller.
     config_file.write_text(
         f"[DEFAULT]\nstate_path = {state}\n\n"
-        f"[api]\nbind_host = 127.0.0.1\nbind_port = {port}\n{extra_config}\n")
+        f"[api]\nbind_host = 127.0.0.1\nbind_port = {port}\n\n"
+        f"[controlplane]\nenabled = {'true' if control_plane else 'false'}\n\n"
+        f"{extra_config}\n")
     log_file = base / "controller.log"
     proc_env = {**os.environ, "VANTAGE_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
     with open(log_file, "wb") as log:

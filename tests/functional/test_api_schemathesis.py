@@ -26,9 +26,6 @@ def fuzzed_controller(tmp_path_factory):
 
 
 @pytest.mark.timeout(MAX_TIME + 90)
-@pytest.mark.xfail(reason="known: GET with fields= answers partial objects that the response "
-                          "schema's `required` rejects (notes/api-requests.md, item 4)",
-                   strict=False)
 def test_generated_requests_get_no_server_errors_and_conforming_answers(fuzzed_controller,
                                                                         tmp_path):
     with fuzzed_controller.client() as client:
