@@ -148,7 +148,9 @@ class ControlPlane:
 
     async def _run(self) -> None:
         interval = self.conf.controlplane.reconcile_interval
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.reconcile()
                 self.last_error = None
@@ -157,6 +159,9 @@ class ControlPlane:
             except Exception as exc:  # the loop must survive any one bad pass
                 self.last_error = str(exc)
                 LOG.exception("control loop pass failed")
+            # a pass reads the whole desired state: under a storm of API writes, passes would
+            # follow each other back to back; leave the API at least three times a pass's time
+            await asyncio.sleep(min(interval, 3 * (loop.time() - started)))
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
             except asyncio.TimeoutError:
