@@ -355,7 +355,7 @@ def docs_section(results: list[Result], args: argparse.Namespace, env: dict[str,
         "operation divided by its requests (from /proc): it depends much less on what else "
         "runs, and it also counts work the controller does in the background meanwhile.")
     return "\n".join([DOCS_SECTION, "", textwrap.fill(intro, width=100), "",
-                      *table(results), ""]) + "\n"
+                      *table(results)]) + "\n"
 
 
 def write_docs(section: str, path: Path = DOCS_FILE) -> None:
