@@ -21,7 +21,7 @@ from vantage.model.refs import is_uuid
 #: the largest page the controller serves (`page_size` is capped at 200, as on Avi)
 MAX_PAGE_SIZE = 200
 #: where API tokens are issued and revoked
-TOKEN_PATH = "/api/token"
+TOKEN_PATH = "/api/usertoken"
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

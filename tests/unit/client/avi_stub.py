@@ -63,11 +63,11 @@ class AviStub:
         if path == "/logout" and method == "POST":
             self.sessions.pop(_cookies(headers).get("sessionid", ""), None)
             return 200, {}, []
-        if path == "/api/token" and method == "POST":
+        if path == "/api/usertoken" and method == "POST":
             token, token_uuid = uuidlib.uuid4().hex, f"token-{uuidlib.uuid4()}"
             self.tokens[token] = token_uuid
             return 201, {"token": token, "uuid": token_uuid}, []
-        if path.startswith("/api/token/") and method == "DELETE":
+        if path.startswith("/api/usertoken/") and method == "DELETE":
             token_uuid = path.rsplit("/", 1)[1]
             for token, known in list(self.tokens.items()):
                 if known == token_uuid:
