@@ -15,6 +15,16 @@ def _announce_password(path: str, password: str) -> None:
           flush=True)
 
 
+def quiet_garbage_collection() -> None:
+    """Objects made at start (schemas, SQLAlchemy, routes) live as long as the process: move
+    them out of the collector's sight, and run young collections less often. Full collections
+    over them stalled requests by 50-70 ms."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _controller_url(conf, scheme: str) -> str:
     """Where SEs reach this controller."""
     if conf.controlplane.controller_url:
@@ -115,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=3, **ssl_args))
     if control_plane is not None:
         stop_control_loop_on_exit(server, control_plane)
+    quiet_garbage_collection()
     server.run()
     return 0 if server.started else 3  # 3: uvicorn's startup failure (port taken, ...)
 
