@@ -7,7 +7,6 @@ import http.server
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import warnings
@@ -127,7 +126,11 @@ def run(state_dir: str, listen: str, demo: bool, out, netns: bool = False) -> in
     from vantage.api.app import build_services, create_app
     from vantage.cloud.base import CloudError
     from vantage.cloud.local import prepare_host
-    from vantage.cmd.controller import _controller_url, stop_control_loop_on_exit
+    from vantage.cmd.controller import (
+        _controller_url,
+        api_sockets,
+        stop_control_loop_on_exit,
+    )
     from vantage.controller.certs import ensure_self_signed
     from vantage.controller.controlplane import create_control_plane
 
@@ -177,15 +180,15 @@ def run(state_dir: str, listen: str, demo: bool, out, netns: bool = False) -> in
                                            access_log=False, server_header=False))
     stop_control_loop_on_exit(server, control_plane)
 
-    sockets = None
+    addresses = [(host, int(port))]
     if bridge and host not in ("0.0.0.0", "::", bridge):
-        try:
-            sockets = [socket.create_server((address, int(port)), backlog=1024)
-                       for address in (host, bridge)]
-        except OSError as exc:
-            print(f"vantage up: cannot listen on {host} and {bridge} port {port}: "
-                  f"{exc.strerror}", file=out)
-            return 2
+        addresses.append((bridge, int(port)))
+    try:
+        sockets = api_sockets(addresses)
+    except OSError as exc:
+        print(f"vantage up: cannot listen on {' and '.join(a for a, _ in addresses)} port "
+              f"{port}: {exc.strerror}", file=out)
+        return 2
 
     async def main() -> None:
         serving = asyncio.create_task(server.serve(sockets=sockets))
