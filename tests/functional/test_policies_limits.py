@@ -273,3 +273,63 @@ async def test_per_server_limit_queues_requests_and_times_out(backends):
             client.close()
     finally:
         await dataplane.close()
+
+
+async def test_keep_alive_connections_follow_a_reload(backends):
+    a, b = backends[:2]
+    vip = loopback_address()
+    port = free_port(vip)
+    dataplane, _ = await start(base(vip, port, [a]))
+    try:
+        async with await HttpClient.connect(port, vip) as client:
+            assert (await client.get("/")).status == 200
+            await dataplane.apply(compile_document(base(vip, port, [b])))
+            for _ in range(3):
+                assert (await client.get("/")).status == 200
+        assert (a.served, b.served) == (1, 3)
+    finally:
+        await dataplane.close()
+
+
+@pytest.mark.parametrize("timeout", [-1, 0])
+async def test_graceful_disable_lets_running_requests_finish_within_the_timeout(backends,
+                                                                                timeout):
+    a, b = backends[:2]
+    vip = loopback_address()
+    port = free_port(vip)
+    doc = base(vip, port, [a, b])
+    doc["pool"][0]["graceful_disable_timeout"] = timeout
+    doc["pool"][0]["lb_algorithm"] = "LB_ALGORITHM_ROUND_ROBIN"
+    dataplane, _ = await start(doc)
+    try:
+        slow = await HttpClient.connect(port, vip)
+        # the first request of a fresh round robin goes to `a`: hold it there
+        request = asyncio.create_task(slow.get("/?hold=1"))
+        for _ in range(100):
+            if a.active:
+                break
+            await asyncio.sleep(0.02)
+        assert a.active == 1
+        disabled = base(vip, port, [a, b])
+        disabled["pool"][0]["graceful_disable_timeout"] = timeout
+        disabled["pool"][0]["servers"][0]["enabled"] = False
+        await dataplane.apply(compile_document(disabled))
+        async with await HttpClient.connect(port, vip) as other:
+            for _ in range(4):
+                assert (await other.get("/")).status == 200
+        assert b.served == 4  # the disabled server gets no new request
+        await asyncio.sleep(0.2)
+        a.release()
+        if timeout < 0:
+            assert (await asyncio.wait_for(request, 5)).status == 200
+        else:
+            try:
+                response = await asyncio.wait_for(request, 5)
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                pass  # ended by the drain timeout, as configured
+            else:
+                pytest.fail(f"the held request finished ({response.status}) after the "
+                            "drain timeout")
+        slow.close()
+    finally:
+        await dataplane.close()

@@ -52,7 +52,7 @@ class Listener:
 
         def factory() -> ClientConnection:
             return ClientConnection(self.vs, engine.upstreams, engine.sweeper, loop,
-                                    self.connections)
+                                    self.connections, listener=self)
 
         self._server = await loop.create_server(
             factory, sock=sock, backlog=1024, ssl=context,
@@ -146,6 +146,25 @@ class ProxyEngine:
             self.listeners[address] = listener
             LOG.info("listening on %s:%d for %s (%s)", address[0], address[1],
                      listener.vs.name, listener.mode)
+
+    def close_flows_to(self, servers: set, reason: str) -> int:
+        """End the connections (L4) and requests (L7) still running to `servers`: the end of
+        a graceful disable. Returns how many were ended."""
+        ended = 0
+        for listener in list(self.listeners.values()):
+            if listener._l4 is not None:
+                for flow in list(listener._l4._flows):
+                    if getattr(flow, "server", None) in servers:
+                        flow.abort(reason)
+                        ended += 1
+                continue
+            for conn in list(listener.connections):
+                ex = conn.exchange
+                if ex is not None and ex.server in servers and conn.transport is not None:
+                    ex.reason = reason
+                    conn.transport.abort()
+                    ended += 1
+        return ended
 
     def _drain(self, listener: Listener) -> None:
         LOG.info("draining %s:%d (%s), %d open", *listener.address, listener.vs.name,

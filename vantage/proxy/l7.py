@@ -129,12 +129,15 @@ class ClientConnection(asyncio.Protocol):
                  "requests", "paused", "closing", "rtt", "tunnel", "early_data",
                  "default_host", "write_paused", "group", "out", "client_ip_bytes",
                  "forwarded", "client_str", "vip_str", "is_ready",
-                 "deferred_error")
+                 "deferred_error", "listener")
 
     def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
                  sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
-                 group: set | None = None) -> None:
+                 group: set | None = None, listener=None) -> None:
         self.loop = loop
+        #: what serves this address now (its `.vs` changes on reload): each new request of a
+        #: keep-alive connection uses the configuration in force when it starts
+        self.listener = listener
         #: admitted (within the connection limits): counted, registered, reading HTTP
         self.is_ready = False
         #: the listener's set of open connections (for draining), if it keeps one
@@ -422,6 +425,15 @@ class ClientConnection(asyncio.Protocol):
     # exchange lifecycle ---------------------------------------------------------------------
 
     def _start(self, head: http1.RequestHead) -> None:
+        listener = self.listener
+        if listener is not None and listener.vs is not self.vs and listener.vs.http is not None:
+            # reloaded: this request goes by the new configuration (counters move with it)
+            vs = listener.vs
+            vs.stats.open_conns += 1
+            self.vs.stats.open_conns -= 1
+            self.vs = vs
+            self.settings = vs.http
+            self.pool = vs.pool
         now = self.loop.time()
         ex = self.exchange = Exchange(head, perf_counter())
         ex.pool = self.pool

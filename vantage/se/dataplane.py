@@ -172,6 +172,7 @@ class DataPlane:
                 services[key].stats = old.stats  # counters continue across reloads
 
         await self.engine.update(list(services.values()))
+        self._disable_gracefully(new_pools)
         for checker in started:
             checker.start()
         for name, entry in self.pools.items():
@@ -182,6 +183,33 @@ class DataPlane:
         self.version = config.version
         LOG.info("configuration %s applied: %d virtual services, %d pools",
                  config.version or "(unversioned)", len(services), len(new_pools))
+
+    def _disable_gracefully(self, new_pools: dict[str, _PoolEntry]) -> None:
+        """Servers that left a pool or were disabled get no new flows (the new runtime does not
+        choose them); what still runs to them may finish within the pool's
+        graceful_disable_timeout (minutes; -1: without limit), then it is ended."""
+        for key, old in self.pools.items():
+            new = new_pools.get(key)
+            if new is old:
+                continue
+            still = {s.addr for s in new.runtime.servers if s.enabled} if new else set()
+            leaving = {s for s in old.runtime.servers if s.addr not in still}
+            if not leaving:
+                continue
+            timeout = (new or old).spec.model.graceful_disable_timeout
+            names = ", ".join(sorted(s.key for s in leaving))
+            LOG.info("pool %s: %s disabled or removed; running flows may finish within %s",
+                     old.runtime.name, names,
+                     "no limit" if timeout < 0 else f"{timeout} min")
+            if timeout < 0:
+                continue
+
+            def end(servers=frozenset(leaving), pool=old.runtime.name) -> None:
+                ended = self.engine.close_flows_to(set(servers), "graceful disable timeout")
+                if ended:
+                    LOG.info("pool %s: ended %d flows still running to disabled servers",
+                             pool, ended)
+            self.loop.call_later(timeout * 60, end)
 
     def _pool_runtime(self, spec: CompiledPool, previous: PoolRuntime | None) -> PoolRuntime:
         model = spec.model
