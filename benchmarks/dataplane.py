@@ -1,15 +1,17 @@
 """Data-plane benchmark: vantage-se against HAProxy, same backends, same pinning, one run.
 
 Starts nginx backends, HAProxy and vantage-se (configs in benchmarks/backends/), drives each with
-wrk through L7 and L4 scenarios, alternating the proxies between repetitions, and reports req/s
-(MiB/s for bulk), latency percentiles and requests per proxy CPU-second, with vantage/HAProxy
-ratios. `python -m benchmarks.dataplane --help`; method in docs/performance.md, "Data plane".
+wrk through L7, L4 and TLS scenarios (one generated certificate served by both), alternating the
+proxies between repetitions, and reports req/s (MiB/s for bulk), latency percentiles and requests
+per proxy CPU-second, with vantage/HAProxy ratios; the 2-worker scenario also reports vantage-se
+with 2 workers against 1. `python -m benchmarks.dataplane --help`; method in docs/performance.md, "Data plane".
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import platform
@@ -17,13 +19,14 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from string import Template
@@ -43,7 +46,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOISE_CORES = 0.3
 HAPROXY = "haproxy"
 VANTAGE = "vantage"
-PROXY_LABELS = {HAPROXY: "HAProxy", VANTAGE: "vantage-se"}
+# vantage-se with one worker, run beside the multi-worker proxies as their scaling baseline
+VANTAGE_1W = "vantage-1w"
+PROXY_LABELS = {HAPROXY: "HAProxy", VANTAGE: "vantage-se", VANTAGE_1W: "vantage-se 1 worker"}
 
 
 class BenchmarkError(Exception):
@@ -54,11 +59,19 @@ class BenchmarkError(Exception):
 class Scenario:
     name: str
     title: str
-    mode: str  # "http" (the L7 listener) or "tcp" (the L4 listener)
+    mode: str  # "http" (the L7 listener), "https" (the TLS listener) or "tcp" (the L4 listener)
     path: str
     close: bool = False  # one request per connection
     bulk: bool = False  # 1 MiB responses: rate in MiB/s, fewer connections
     target: float | None = None  # vantage/HAProxy req/s ratio the project aims for
+    # proxy workers: vantage-se --workers, HAProxy nbthread. More than one runs unpinned (one
+    # core cannot show scaling) and adds vantage-se with one worker as the baseline
+    workers: int = 1
+    scaling_target: float | None = None  # vantage-se N workers / 1 worker, req/s
+
+    @property
+    def pinned(self) -> bool:
+        return self.workers == 1
 
     @property
     def unit(self) -> str:
@@ -75,6 +88,13 @@ SCENARIOS = {s.name: s for s in (
     Scenario("l4-keepalive", "L4 keep-alive, small responses", "tcp", "/", target=1.0),
     Scenario("l7-1m", "L7 1 MiB responses", "http", "/1m", bulk=True),
     Scenario("l4-1m", "L4 1 MiB responses", "tcp", "/1m", bulk=True),
+    # wrk never offers a session to resume (it does not call SSL_set_session), so with
+    # Connection: close every request is a new connection and a full TLS handshake
+    Scenario("tls-handshake", "TLS full handshake per request", "https", "/", close=True,
+             target=0.7),
+    Scenario("tls-keepalive", "TLS keep-alive, small responses", "https", "/", target=0.7),
+    Scenario("l7-2workers", "L7 keep-alive, 2 workers, unpinned", "http", "/", workers=2,
+             scaling_target=1.6),
 )}
 
 
@@ -211,7 +231,8 @@ def _tail(log: Path | None, lines: int = 15) -> str:
     return f"; last lines of {log}:\n    " + "\n    ".join(text) if text else f" ({log} is empty)"
 
 
-def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+def pinned(cpu: int | str | None, argv: list[str]) -> list[str]:
+    """argv under `taskset -c CPU` (a CPU number or a list such as "0,1"); as is for None."""
     return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
 
 
@@ -259,6 +280,47 @@ class Backends:
         return cpu_seconds(self.proc.pid)
 
 
+@dataclass
+class Certificate:
+    """The self-signed certificate both proxies serve: PEM text, and files in the run's tmpdir."""
+
+    kind: str
+    certificate_pem: str
+    key_pem: str
+    certificate_file: Path  # certificate alone: the clients' trust anchor
+    combined_file: Path  # certificate then key, as HAProxy's `crt` wants
+
+    @classmethod
+    def generate(cls, tmpdir: Path) -> Certificate:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vantage-bench.test")])
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("vantage-bench.test"), x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        certificate_file, combined_file = tmpdir / "cert.pem", tmpdir / "cert-key.pem"
+        certificate_file.write_text(cert_pem)
+        combined_file.write_text(cert_pem + key_pem)
+        combined_file.chmod(0o600)
+        return cls("ECDSA P-256, self-signed, SHA-256", cert_pem, key_pem, certificate_file,
+                   combined_file)
+
+
 def render(template: str, dest: Path, **values) -> Path:
     text = Template((TEMPLATES / template).read_text()).substitute(values)
     dest.write_text(text)
@@ -267,21 +329,25 @@ def render(template: str, dest: Path, **values) -> Path:
 
 @dataclass
 class Proxy:
-    """One proxy under test: its L7 and L4 listeners, its process, its per-request log."""
+    """One proxy under test: its L7, TLS and L4 listeners, its process, its per-request log."""
 
     name: str
     http_port: int
+    https_port: int
     tcp_port: int
     proc: subprocess.Popen
     log: Path  # one line per request / connection
     stderr: Path
+    workers: int = 1
 
     @property
     def label(self) -> str:
-        return PROXY_LABELS[self.name]
+        return PROXY_LABELS[self.name] + (f" ({self.workers} workers)" if self.workers > 1
+                                          else "")
 
     def port(self, scenario: Scenario) -> int:
-        return self.http_port if scenario.mode == "http" else self.tcp_port
+        return {"http": self.http_port, "https": self.https_port}.get(scenario.mode,
+                                                                      self.tcp_port)
 
     def cpu_seconds(self) -> tuple[float, float]:
         return cpu_seconds(self.proc.pid)
@@ -298,56 +364,76 @@ class Proxy:
             return 0
 
 
-def start_haproxy(procs: Processes, tmpdir: Path, backends: Backends,
-                  cpu: int | None) -> Proxy:
+def start_haproxy(procs: Processes, tmpdir: Path, backends: Backends, cpu: int | str | None,
+                  certificate: Certificate, workers: int = 1) -> Proxy:
     haproxy = require_tool("haproxy", "haproxy")
-    http_port, tcp_port = free_port(), free_port()
-    conf = render("haproxy.cfg", tmpdir / "haproxy.cfg", http_port=http_port, tcp_port=tcp_port,
+    http_port, https_port, tcp_port = free_port(), free_port(), free_port()
+    tag = f"-{workers}w" if workers > 1 else ""
+    conf = render("haproxy.cfg", tmpdir / f"haproxy{tag}.cfg", http_port=http_port,
+                  https_port=https_port, tcp_port=tcp_port, nbthread=workers,
+                  certificate_pem=certificate.combined_file,
                   backend1_port=backends.ports[0], backend2_port=backends.ports[1])
     check = subprocess.run([haproxy, "-c", "-q", "-f", str(conf)], check=False,
                            capture_output=True,
                            text=True, timeout=30)
     if check.returncode != 0:
         raise BenchmarkError(f"HAProxy rejected {conf}: {check.stderr.strip()}")
-    log, stderr = tmpdir / "haproxy-requests.log", tmpdir / "haproxy-stderr.log"
+    log, stderr = tmpdir / f"haproxy{tag}-requests.log", tmpdir / f"haproxy{tag}-stderr.log"
     # -db: foreground, no master process; `log stdout` lines go to the request log file
     with open(log, "ab") as out, open(stderr, "ab") as err:
         proc = procs.start("haproxy", pinned(cpu, [haproxy, "-db", "-f", str(conf)]),
                            stdout=out, stderr=err)
-    proxy = Proxy(HAPROXY, http_port, tcp_port, proc, log, stderr)
-    for port in (http_port, tcp_port):
+    proxy = Proxy(HAPROXY, http_port, https_port, tcp_port, proc, log, stderr, workers)
+    for port in (http_port, https_port, tcp_port):
         wait_for_port(port, proc, "HAProxy", stderr)
     return proxy
 
 
-def start_vantage(procs: Processes, tmpdir: Path, backends: Backends, cpu: int | None,
-                  binary: str) -> Proxy:
-    http_port, tcp_port, stats_port = free_port(), free_port(), free_port()
-    conf = render("vantage-se.yaml", tmpdir / "vantage-se.yaml", http_port=http_port,
-                  tcp_port=tcp_port, backend1_port=backends.ports[0],
-                  backend2_port=backends.ports[1])
-    log, stderr = tmpdir / "vantage-requests.log", tmpdir / "vantage-stderr.log"
+def start_vantage(procs: Processes, tmpdir: Path, backends: Backends, cpu: int | str | None,
+                  binary: str, certificate: Certificate, workers: int = 1,
+                  name: str = VANTAGE) -> Proxy:
+    http_port, https_port, tcp_port = free_port(), free_port(), free_port()
+    stats_port = free_port()
+    tag = "" if (name, workers) == (VANTAGE, 1) else f"-{name}-{workers}w"
+    # JSON strings are YAML double-quoted scalars: the PEM's newlines survive as \n escapes
+    conf = render("vantage-se.yaml", tmpdir / f"vantage-se{tag}.yaml", http_port=http_port,
+                  https_port=https_port, tcp_port=tcp_port, backend1_port=backends.ports[0],
+                  backend2_port=backends.ports[1],
+                  certificate=json.dumps(certificate.certificate_pem),
+                  key=json.dumps(certificate.key_pem))
+    log, stderr = tmpdir / f"vantage{tag}-requests.log", tmpdir / f"vantage{tag}-stderr.log"
     # the request log option is --request-log (older drafts called it --log-file)
     usage = subprocess.run([binary, "--help"], check=False, capture_output=True, text=True,
                            timeout=30).stdout
     log_option = "--log-file" if "--request-log" not in usage and "--log-file" in usage \
         else "--request-log"
-    argv = [binary, "--config", str(conf), "--workers", "1", log_option, str(log),
+    argv = [binary, "--config", str(conf), "--workers", str(workers), log_option, str(log),
             "--stats-listen", f"127.0.0.1:{stats_port}"]
     with open(stderr, "ab") as err:
         proc = procs.start("vantage-se", pinned(cpu, argv), stdout=err, stderr=err)
-    proxy = Proxy(VANTAGE, http_port, tcp_port, proc, log, stderr)
-    for port in (http_port, tcp_port):
+    proxy = Proxy(name, http_port, https_port, tcp_port, proc, log, stderr, workers)
+    for port in (http_port, https_port, tcp_port):
         wait_for_port(port, proc, "vantage-se", stderr)
     return proxy
 
 
-def check_proxy(proxy: Proxy) -> list[str]:
-    """Fetch through both listeners and confirm 200s from both backends; returns notes."""
+def check_proxy(proxy: Proxy, certificate: Certificate) -> list[str]:
+    """Fetch through every listener and confirm 200s from both backends; returns notes.
+
+    The TLS listener is checked with the certificate as the only trust anchor and
+    127.0.0.1 as the name to verify, so both proxies are known to serve it."""
     notes = []
-    for mode, port in (("L7", proxy.http_port), ("L4", proxy.tcp_port)):
+    context = ssl.create_default_context(cafile=str(certificate.certificate_file))
+
+    def connect(mode: str, port: int) -> http.client.HTTPConnection:
+        if mode == "TLS":
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    for mode, port in (("L7", proxy.http_port), ("TLS", proxy.https_port),
+                       ("L4", proxy.tcp_port)):
         where = f"{proxy.label} {mode} listener 127.0.0.1:{port}"
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = connect(mode, port)
         try:
             status, body = _get(conn, "/", where)
             if status != 200 or body != b"ok":
@@ -361,7 +447,7 @@ def check_proxy(proxy: Proxy) -> list[str]:
             for _ in range(6):
                 if mode == "L4":  # L4 balances connections, not requests
                     conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    conn = connect(mode, port)
                 status, body = _get(conn, "/check", where)
                 if status != 200:
                     raise BenchmarkError(f"{where}: GET /check answered {status}")
@@ -462,9 +548,16 @@ class Settings:
     load_cpu: int | None
     proxy_cpu: int | None
     quiet_wait: float = 0.0
+    all_cpus: str | None = None  # "0,1": where unpinned (multi-worker) scenarios run
+    certificate: str = ""  # what the TLS listeners serve
 
     def connections_for(self, scenario: Scenario) -> int:
         return self.bulk_connections if scenario.bulk else self.connections
+
+    def load_cpu_for(self, scenario: Scenario) -> int | str | None:
+        # this script is pinned to load_cpu and its children inherit that: unpinning is
+        # an explicit taskset over all CPUs
+        return self.load_cpu if scenario.pinned else self.all_cpus
 
 
 def wrk_argv(settings: Settings, scenario: Scenario, port: int, duration: float,
@@ -475,7 +568,9 @@ def wrk_argv(settings: Settings, scenario: Scenario, port: int, duration: float,
         argv += ["-s", str(script)]
     if scenario.close:
         argv += ["-H", "Connection: close"]
-    return pinned(settings.load_cpu, [*argv, f"http://127.0.0.1:{port}{scenario.path}"])
+    scheme = "https" if scenario.mode == "https" else "http"
+    return pinned(settings.load_cpu_for(scenario),
+                  [*argv, f"{scheme}://127.0.0.1:{port}{scenario.path}"])
 
 
 def run_wrk(procs: Processes, argv: list[str], duration: float) -> tuple[dict, str]:
@@ -517,9 +612,9 @@ def measure(procs: Processes, settings: Settings, proxy: Proxy, backends: Backen
 
     other = max(0.0, delta("cpu", 0) - proxy_cpu - backend_cpu - wrk_cpu)
     proxy_core = f"cpu{settings.proxy_cpu}"
-    # on the proxies' CPU everything but the proxy is interference
+    # on the proxies' CPU everything but the proxy is interference; unpinned, that CPU is all
     other_on_proxy_cpu = (max(0.0, delta(proxy_core, 0) - proxy_cpu)
-                          if proxy_core in machine1 else other)
+                          if scenario.pinned and proxy_core in machine1 else other)
     return Run(
         proxy=proxy.name, scenario=scenario.name, repetition=repetition,
         requests=int(summary["requests"]), bytes=int(summary["bytes"]), seconds=seconds,
@@ -656,8 +751,9 @@ class Summary:
         runs = self.runs.get(proxy)
         return statistics.median(getattr(r, attr) for r in runs) if runs else None
 
-    def ratio(self, attr: str) -> float | None:
-        ours, theirs = self.median(VANTAGE, attr), self.median(HAPROXY, attr)
+    def ratio(self, attr: str, baseline: str = HAPROXY) -> float | None:
+        """vantage-se / baseline (HAProxy, or vantage-se with one worker) of a median."""
+        ours, theirs = self.median(VANTAGE, attr), self.median(baseline, attr)
         return ours / theirs if ours is not None and theirs else None
 
     def flags(self, proxy: str) -> list[str]:
@@ -698,7 +794,7 @@ def summary_table(summaries: list[Summary]) -> list[str]:
             if ratio is not None and eff_ratio is not None:
                 target += (f": req/s {'met' if ratio >= goal else 'not met'}, per CPU-s "
                            f"{'met' if eff_ratio >= goal else 'not met'}")
-        flags = "; ".join(s.flags(HAPROXY) + s.flags(VANTAGE))
+        flags = "; ".join(s.flags(HAPROXY) + s.flags(VANTAGE) + s.flags(VANTAGE_1W))
         lines.append(
             f"| {s.scenario.title} | {s.scenario.unit} | {_num(s.median(HAPROXY, 'rate'))} | "
             f"{_num(s.median(VANTAGE, 'rate'))} | {_num(ratio, 2)} | "
@@ -710,7 +806,7 @@ def summary_table(summaries: list[Summary]) -> list[str]:
 def detail_table(summaries: list[Summary]) -> list[str]:
     lines = markdown_header(DETAIL_COLUMNS)
     for s in summaries:
-        for proxy in (HAPROXY, VANTAGE):
+        for proxy in (HAPROXY, VANTAGE, VANTAGE_1W):
             runs = s.runs.get(proxy)
             if not runs:
                 continue
@@ -718,8 +814,11 @@ def detail_table(summaries: list[Summary]) -> list[str]:
             non_2xx = sum(r.non_2xx for r in runs)
             sock = sum(sum(r.socket_errors.values()) for r in runs)
             log_per_req = statistics.median(r.log_bytes / max(r.requests, 1) for r in runs)
+            label = PROXY_LABELS[proxy]
+            if s.scenario.workers > 1 and proxy != VANTAGE_1W:
+                label += f" {s.scenario.workers} workers"
             lines.append(
-                f"| {s.scenario.title} | {PROXY_LABELS[proxy]} | "
+                f"| {s.scenario.title} | {label} | "
                 f"{statistics.median(rates):,.0f} {s.scenario.unit} "
                 f"({min(rates):,.0f}–{max(rates):,.0f}) | {s.median(proxy, 'p50_ms'):.2f} | "
                 f"{s.median(proxy, 'p99_ms'):.2f} | {s.median(proxy, 'proxy_cores'):.2f} | "
@@ -727,6 +826,33 @@ def detail_table(summaries: list[Summary]) -> list[str]:
                 f"{s.median(proxy, 'load_cores'):.2f} | {s.median(proxy, 'other_cores'):.2f} "
                 f"({s.median(proxy, 'other_proxy_cpu_cores'):.2f}) | "
                 f"{non_2xx} / {sock} | {log_per_req:.0f} |")
+    return lines
+
+
+def scaling_lines(summaries: list[Summary]) -> list[str]:
+    """vantage-se N workers against 1 worker, for the multi-worker scenarios."""
+    lines = []
+    for s in summaries:
+        ratio, eff_ratio = s.ratio("rate", VANTAGE_1W), s.ratio("efficiency", VANTAGE_1W)
+        if s.scenario.workers == 1 or ratio is None:
+            continue
+        goal = s.scenario.scaling_target
+        verdict = f" (target ≥ {goal:.1f}: {'met' if ratio >= goal else 'not met'})" \
+            if goal is not None else ""
+        cores = [s.median(p, "proxy_cores") for p in (VANTAGE, VANTAGE_1W)]
+        lines.append(
+            f"- {s.scenario.title} (`{s.scenario.name}`): vantage-se {s.scenario.workers} "
+            f"workers {_num(s.median(VANTAGE, 'rate'))} {s.scenario.unit} on "
+            f"{cores[0]:.2f} cores, 1 worker {_num(s.median(VANTAGE_1W, 'rate'))} "
+            f"{s.scenario.unit} on {cores[1]:.2f} cores: **{_num(ratio, 2)}×**{verdict}; "
+            f"per CPU-s {_num(eff_ratio, 2)}×.")
+        pinned = next((o for o in summaries if o.scenario.name == "l7-keepalive"), None)
+        if pinned is not None and pinned.median(VANTAGE, "rate") and s.scenario.path == "/":
+            # the unpinned one-worker baseline shares its CPU with wrk; the pinned one does not
+            lines.append(
+                f"- Against the pinned one-worker L7 keep-alive run above "
+                f"({_num(pinned.median(VANTAGE, 'rate'))} req/s on a CPU of its own): "
+                f"{s.median(VANTAGE, 'rate') / pinned.median(VANTAGE, 'rate'):.2f}×.")
     return lines
 
 
@@ -755,6 +881,7 @@ def environment(vantage_bin: str | None) -> dict[str, str]:
         "haproxy": tool_version(["haproxy", "-v"]),
         "nginx": tool_version(["nginx", "-v"]),
         "wrk": tool_version(["wrk", "-v"]),
+        "openssl": tool_version(["openssl", "version"]),
     }
     for dist in ("vantage", "uvloop", "httptools"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -779,10 +906,12 @@ section. -->
 Measured {date} on {cpus} CPUs ({cpu_model}), Linux {kernel}, commit {commit},
 with `{command}`.
 
-Targets on one worker: L7 keep-alive ≥ 0.8× HAProxy, L4 ≥ 1.0× HAProxy (req/s).
+Targets on one worker: L7 keep-alive ≥ 0.8× HAProxy, L4 ≥ 1.0× HAProxy, TLS full handshakes
+and TLS keep-alive ≥ 0.7× HAProxy (req/s); vantage-se with 2 workers ≥ 1.6× one worker where
+cores allow.
 
 {summary_table}
-
+{scaling}
 Rates are medians over the repetitions; ratios are vantage-se / HAProxy. "Per CPU-s" is
 requests (MiB for 1 MiB responses) per CPU-second the proxy consumed (utime + stime from /proc,
 all its processes): the steadiest figure on a shared machine, since it does not depend on how
@@ -800,7 +929,16 @@ line per connection, when it closes.
 ### Method
 
 - Proxies: {haproxy}, `nbthread 1`; vantage-se `--workers 1` ({versions}Python {python}).
-  Configs: `benchmarks/backends/haproxy.cfg`, `benchmarks/backends/vantage-se.yaml`.
+  Configs: `benchmarks/backends/haproxy.cfg`, `benchmarks/backends/vantage-se.yaml`. The
+  2-worker scenario starts a second pair, HAProxy `nbthread 2` and vantage-se `--workers 2`,
+  plus a vantage-se `--workers 1` as its baseline, all three unpinned.
+- TLS: both proxies terminate TLS with the same certificate, generated for the run
+  ({certificate}; HAProxy `bind ... ssl crt` with certificate and key in one file, vantage-se
+  an `sslkeyandcertificate` with `enable_ssl: true`), default settings otherwise on both: TLS
+  1.2 and 1.3 (wrk, built with {openssl}, negotiates TLS 1.3 with X25519), session tickets
+  and cache on. Full handshakes: wrk sends `Connection: close` and never offers a session
+  to resume, so every request is a new connection and a full handshake; wrk's own handshake
+  work is on the load CPU ("wrk + backend cores").
 - Same work per request on both: keep-alive on both sides, server connections reused
   (HAProxy `http-reuse always`), X-Forwarded-For inserted (`option forwardfor`), round robin
   over the same two servers, one log line per request (L7) or connection (L4) written to a
@@ -813,6 +951,7 @@ line per connection, when it closes.
   (`benchmarks/backends/wrk-report.lua`). One request per connection sends
   `Connection: close`; L4 sends the same HTTP requests through the TCP listener.
 - Pinning: {pinning}.
+- 2 workers on this {cpus}-CPU machine: {workers_note}
 - Each scenario: {warmup:g} s warm-up per proxy, then {runs} repetitions alternating which
   proxy goes first, to cancel drift. Before each run the benchmark waits (up to
   {quiet_wait:g} s) until other processes use less than 0.3 of a core. Before measuring, each
@@ -840,9 +979,17 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
                  command: str) -> str:
     if settings.proxy_cpu is not None:
         pinning = (f"HAProxy and vantage-se on CPU {settings.proxy_cpu}; wrk and the nginx "
-                   f"backends on CPU {settings.load_cpu} (`taskset -c`)")
+                   f"backends on CPU {settings.load_cpu} (`taskset -c`); in the 2-worker "
+                   f"scenario the proxies and wrk run on CPUs {settings.all_cpus} (the nginx "
+                   f"backends stay on CPU {settings.load_cpu})")
     else:
         pinning = "none (fewer than 2 CPUs available)"
+    workers_note = (
+        "two pinned workers on the proxies' single CPU could not scale, so that scenario "
+        "runs unpinned: the proxies share both CPUs with wrk, the backends and whatever else "
+        "runs. wrk and the backends need about a third of a core at these rates, so 2 workers "
+        "can get at most about 1.6 cores and the ratio to one worker is bounded by that, and "
+        "by other load; \"proxy cores\" in the detail table shows what each got.")
     flagged = any(s.flags(HAPROXY) + s.flags(VANTAGE) for s in summaries)
     flags_note = ("\nFlags mark runs with non-2xx responses or socket errors, or where other "
                   f"processes used more than {NOISE_CORES}\nof a core.") if flagged else ""
@@ -862,6 +1009,10 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
     values.update(
         heading=DOCS_SECTION, command=command, commit=env.get("commit", "unknown"),
         summary_table="\n".join(summary_table(summaries)),
+        scaling=("\nvantage-se workers, same run, same load (unpinned):\n\n"
+                 + "\n".join(scaling_lines(summaries)) + "\n") if scaling_lines(summaries)
+        else "",
+        workers_note=workers_note, openssl=env.get("openssl", "the system OpenSSL"),
         detail_table="\n".join(detail_table(summaries)), flags_note=flags_note,
         versions=versions, pinning=pinning)
     return DOCS_TEMPLATE.format(**values)
@@ -978,18 +1129,27 @@ def _main(args: argparse.Namespace, procs: Processes, tmpdir: Path, command: str
                                  "pass --vantage-bin, or measure HAProxy alone with "
                                  "--only haproxy")
     cpus = os.sched_getaffinity(0)
+    all_cpus = ",".join(str(c) for c in sorted(cpus))
     if {args.proxy_cpu, args.load_cpu} <= cpus and args.proxy_cpu != args.load_cpu:
         proxy_cpu, load_cpu = args.proxy_cpu, args.load_cpu
         os.sched_setaffinity(0, {load_cpu})  # keep this script off the proxies' core
     else:
         proxy_cpu = load_cpu = None
         print(f"warning: CPUs {sorted(cpus)} available; running without pinning")
+    scenarios = [SCENARIOS[name] for name in args.scenario_list]
+    certificate = Certificate.generate(tmpdir)
     settings = Settings(args.duration, args.warmup, args.runs, args.connections,
                         args.bulk_connections, args.threads, load_cpu, proxy_cpu,
-                        args.quiet_wait)
-    scenarios = [SCENARIOS[name] for name in args.scenario_list]
-    measured = len(scenarios) * len(names) * settings.runs
-    estimate = (len(scenarios) * len(names) * settings.warmup
+                        args.quiet_wait, all_cpus if proxy_cpu is not None else None,
+                        certificate.kind)
+
+    def names_for(scenario: Scenario) -> list[str]:
+        if scenario.workers > 1 and VANTAGE in names:
+            return [*names, VANTAGE_1W]
+        return names
+
+    measured = sum(len(names_for(s)) for s in scenarios) * settings.runs
+    estimate = (sum(len(names_for(s)) for s in scenarios) * settings.warmup
                 + measured * (settings.duration + (1 if settings.quiet_wait else 0)))
     if args.profile:
         estimate += 2 * (max(3, int(settings.duration)) + 3)
@@ -1000,32 +1160,50 @@ def _main(args: argparse.Namespace, procs: Processes, tmpdir: Path, command: str
 
     env = environment(vantage_bin)
     backends = Backends.start(procs, tmpdir, load_cpu)
-    proxies: dict[str, Proxy] = {}
-    if HAPROXY in names:
-        proxies[HAPROXY] = start_haproxy(procs, tmpdir, backends, proxy_cpu)
-    if VANTAGE in names:
-        proxies[VANTAGE] = start_vantage(procs, tmpdir, backends, proxy_cpu, vantage_bin)
-    for proxy in proxies.values():
-        for note in check_proxy(proxy):
-            print(f"check {proxy.label}: {note}")
 
+    def start_proxies(workers: int, cpu: int | str | None, scenario_names: list[str]
+                      ) -> dict[str, Proxy]:
+        started: dict[str, Proxy] = {}
+        for name in scenario_names:
+            if name == HAPROXY:
+                started[name] = start_haproxy(procs, tmpdir, backends, cpu, certificate,
+                                              workers)
+            else:
+                started[name] = start_vantage(procs, tmpdir, backends, cpu, vantage_bin,
+                                              certificate, 1 if name == VANTAGE_1W else workers,
+                                              name)
+            for note in check_proxy(started[name], certificate):
+                print(f"check {started[name].label}: {note}")
+        return started
+
+    proxies = start_proxies(1, proxy_cpu, names)
     script = TEMPLATES / "wrk-report.lua"
     summaries = []
     for scenario in scenarios:
         print(f"\n{scenario.title} ({scenario.name}), "
               f"{settings.connections_for(scenario)} connections")
-        summary = Summary(scenario, {name: [] for name in names})
-        for name in names:
-            warm_up(procs, settings, proxies[name], scenario, script)
+        running = names_for(scenario)
+        # multi-worker proxies (and their one-worker baseline) exist for their scenario only,
+        # on all CPUs: idle, they would only blur the other scenarios' CPU accounting
+        extra = (start_proxies(scenario.workers, settings.all_cpus, running)
+                 if not scenario.pinned else {})
+        current = extra or proxies
+        summary = Summary(scenario, {name: [] for name in running})
+        for name in running:
+            warm_up(procs, settings, current[name], scenario, script)
         for rep in range(settings.runs):
-            order = names if rep % 2 == 0 else list(reversed(names))
+            # rotate the order so each proxy goes first in turn, against drift
+            order = running[rep % len(running):] + running[:rep % len(running)]
             for name in order:
                 if settings.quiet_wait > 0:
-                    wait_for_quiet([backends.proc.pid, *(p.proc.pid for p in proxies.values())],
+                    wait_for_quiet([backends.proc.pid,
+                                    *(p.proc.pid for p in (*proxies.values(), *extra.values()))],
                                    settings.quiet_wait)
-                run = measure(procs, settings, proxies[name], backends, scenario, rep, script)
+                run = measure(procs, settings, current[name], backends, scenario, rep, script)
                 summary.runs[name].append(run)
                 print(describe(run), flush=True)
+        for proxy in extra.values():
+            procs.stop(proxy.proc)
         summaries.append(summary)
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -1069,17 +1247,20 @@ def load_results(path: Path) -> tuple[list[Summary], Settings, dict[str, str], s
         if mine:
             summaries.append(Summary(scenario, {
                 proxy: [r for r in mine if r.proxy == proxy]
-                for proxy in (HAPROXY, VANTAGE) if any(r.proxy == proxy for r in mine)}))
+                for proxy in (HAPROXY, VANTAGE, VANTAGE_1W)
+                if any(r.proxy == proxy for r in mine)}))
     return summaries, settings, env, command
 
 
 def report(summaries: list[Summary], settings: Settings, env: dict[str, str], command: str,
            write: bool) -> None:
     print("\n" + "\n".join(summary_table(summaries)))
+    if scaling_lines(summaries):
+        print("\nScaling:\n" + "\n".join(scaling_lines(summaries)))
     print("\n" + "\n".join(detail_table(summaries)))
     if not write:
         return
-    if not all(len(s.runs) == 2 for s in summaries):
+    if not all(HAPROXY in s.runs and VANTAGE in s.runs for s in summaries):
         print("\ndocs/performance.md not updated: it needs both proxies (drop --only)")
         return
     write_docs(docs_section(summaries, settings, env, command))
