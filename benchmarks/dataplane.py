@@ -955,7 +955,7 @@ line per connection, when it closes.
 - Each scenario: {warmup:g} s warm-up per proxy, then {runs} repetitions alternating which
   proxy goes first, to cancel drift. Before each run the benchmark waits (up to
   {quiet_wait:g} s) until other processes use less than 0.3 of a core. Before measuring, each
-  proxy was checked to answer 200 from both backends through both listeners.
+  proxy was checked to answer 200 from both backends through each listener (L7, TLS, L4).
 - Reproduce: `python -m benchmarks.dataplane` (or `tox -e bench`); see `benchmarks/README.md`.
 """
 
@@ -1012,7 +1012,7 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
         scaling=("\nvantage-se workers, same run, same load (unpinned):\n\n"
                  + "\n".join(scaling_lines(summaries)) + "\n") if scaling_lines(summaries)
         else "",
-        workers_note=workers_note, openssl=env.get("openssl", "the system OpenSSL"),
+        workers_note=workers_note, openssl=env.get("openssl", "the system OpenSSL").split(" (")[0],
         detail_table="\n".join(detail_table(summaries)), flags_note=flags_note,
         versions=versions, pinning=pinning)
     return DOCS_TEMPLATE.format(**values)
