@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.docs import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS_FILE = REPO / "docs" / "performance.md"
 DOCS_SECTION = "## Controller API"
@@ -360,18 +362,8 @@ def docs_section(results: list[Result], args: argparse.Namespace, env: dict[str,
 
 def write_docs(section: str, path: Path = DOCS_FILE) -> None:
     """Replace the "Controller API" section of docs/performance.md, leaving the rest alone."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == DOCS_SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        rest = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
+    body = section.split("\n", 1)[1] if section.startswith(DOCS_SECTION) else section
+    replace_section(path, DOCS_SECTION[len("## "):], body.lstrip("\n"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

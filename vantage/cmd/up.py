@@ -33,12 +33,21 @@ class _DemoBackend(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def demo_backend(host: str, port: int, label: str | None = None
+                 ) -> http.server.ThreadingHTTPServer:
+    """A tiny HTTP/1.1 server answering every request with its own name (the demo's servers,
+    and examples/backend.py)."""
+    server = http.server.ThreadingHTTPServer((host, port), _DemoBackend)
+    server.daemon_threads = True
+    server.label = label or f"backend {server.server_port}"
+    return server
+
+
 def start_demo_backends(count: int = 2, host: str = "127.0.0.1"
                         ) -> list[http.server.ThreadingHTTPServer]:
     servers = []
     for index in range(1, count + 1):
-        server = http.server.ThreadingHTTPServer((host, 0), _DemoBackend)
-        server.daemon_threads = True
+        server = demo_backend(host, 0)
         server.label = f"demo backend {index} ({host}:{server.server_port})"
         threading.Thread(target=server.serve_forever, name=f"demo-backend-{index}",
                          daemon=True).start()
