@@ -9,6 +9,7 @@ packages=(
     postgresql         # the controller's store tested against a real server
     iproute2 nftables  # network namespaces, veth, bridges, VIP plumbing
     procps
+    golang-go golang-github-vmware-govmomi-dev  # vcsim, the vCenter simulator (tests/integration/test_vsphere.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do
@@ -20,5 +21,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' -e drivers/vsphere
 exec python3 -m pytest -p no:cacheprovider "$@"

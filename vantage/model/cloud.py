@@ -17,14 +17,34 @@ class CloudType(str, Enum):
     CLOUD_LINUXSERVER = "CLOUD_LINUXSERVER"
 
 
+class VCenterPrivilege(str, Enum):
+    #: the controller clones, powers on and destroys SE VMs
+    WRITE_ACCESS = "WRITE_ACCESS"
+    #: the admin deploys SEs; the controller only discovers networks
+    READ_ACCESS = "READ_ACCESS"
+    NO_ACCESS = "NO_ACCESS"
+
+
 class VCenterConfiguration(Struct):
     vcenter_url: Annotated[str, Field(min_length=1)]
     username: Annotated[str, Field(min_length=1)]
     password: str | None = None
     datacenter: str | None = None
     management_network: str | None = None
-    privilege: str = "WRITE_ACCESS"
+    privilege: VCenterPrivilege = VCenterPrivilege.WRITE_ACCESS
     verify_certificate: bool = True
+    #: where SE VMs run: a cluster, or a standalone host (one of the two in WRITE_ACCESS)
+    cluster: str | None = None
+    host: str | None = None
+    datastore: str | None = None
+    #: VM folder the SE VMs are cloned into (the datacenter's VM folder when unset)
+    folder: str | None = None
+    #: name of the VM or template SE VMs are cloned from
+    se_template: str | None = None
+    #: PEM of the CA (or self-signed certificate) vCenter's TLS certificate must chain to
+    ca_certificate: str | None = None
+    #: SHA-1 thumbprint of vCenter's certificate (AA:BB:...), pinned instead of a CA
+    thumbprint: str | None = None
 
 
 class OpenStackConfiguration(Struct):
@@ -39,15 +59,33 @@ class OpenStackConfiguration(Struct):
     insecure: bool = False
 
 
+#: an OpenSSH SHA256 host key fingerprint, as `ssh-keygen -lf` prints it
+_SSH_FINGERPRINT = r"^SHA256:[A-Za-z0-9+/]{43}=?$"
+
+
 class LinuxServerHost(Struct):
     host_ip: str
     host_attr: list[dict[str, str]] = Field(default_factory=list)
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    #: pin of the host's SSH key ("SHA256:..."); or list the host in `known_hosts`
+    host_key_fingerprint: Annotated[str | None, Field(pattern=_SSH_FINGERPRINT)] = None
+    #: interface VIPs are plumbed on; overrides the cloud's `data_interface`
+    data_interface: str | None = None
 
 
 class LinuxServerConfiguration(Struct):
     hosts: list[LinuxServerHost] = Field(default_factory=list)
     ssh_user: str | None = None
+    #: PEM private key (write-only secret); or `ssh_key_file` on the controller host
     ssh_private_key: str | None = None
+    ssh_key_file: str | None = None
+    #: known_hosts lines ("[host]:port" for ports other than 22) the host keys must match
+    known_hosts: str | None = None
+    se_install_dir: Annotated[str, Field(pattern=r"^/.+")] = "/opt/vantage-se"
+    data_interface: Annotated[str, Field(min_length=1)] = "eth0"
+    se_python: Annotated[str, Field(min_length=1)] = "python3"
+    ssh_connect_attempts: Annotated[int, Field(ge=1, le=20)] = 4
+    ssh_connect_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     se_sys_disk_path: str | None = None
 
 

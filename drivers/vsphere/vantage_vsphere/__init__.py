@@ -1,0 +1,1 @@
+"""Vantage cloud driver for VMware vSphere: SE VMs cloned from a template through vCenter."""

@@ -1,0 +1,428 @@
+"""The vSphere cloud driver: SEs are VMs cloned from a template through vCenter (pyvmomi).
+
+Write access: clone the SE template into the configured folder and resource pool, resize it,
+put its NICs on the management and data port groups, hand it its bootstrap in
+`guestinfo.vantage.*` extraConfig, power it on. Read or no access: the admin deploys SEs; the
+controller only discovers port groups. VIPs come from the controller's IPAM and the SE plumbs
+them itself, so the return path is asymmetric.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import tenacity
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
+
+from vantage.cloud.base import (
+    CloudConfigError,
+    CloudDriver,
+    CloudError,
+    DiscoveredNetwork,
+    ReturnPath,
+    SeInfo,
+    SeSpec,
+    SeState,
+)
+
+LOG = logging.getLogger("vantage_vsphere")
+T = TypeVar("T")
+
+FIELD = "vcenter_configuration"
+#: extraConfig keys the SE reads through VMware Tools (`vmtoolsd --cmd "info-get guestinfo.X"`)
+GUESTINFO = "guestinfo.vantage."
+SE_UUID_KEY = GUESTINFO + "se_uuid"
+_UPLINK_NAME = re.compile(r"-DVUplinks-\d+$")
+
+_POWER_STATE = {
+    vim.VirtualMachinePowerState.poweredOn: SeState.RUNNING,
+    vim.VirtualMachinePowerState.poweredOff: SeState.STOPPED,
+    vim.VirtualMachinePowerState.suspended: SeState.STOPPED,
+}
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the connection broke, or the session expired."""
+    return isinstance(exc, (OSError, http.client.HTTPException, vim.fault.NotAuthenticated)) \
+        and not isinstance(exc, ssl.SSLCertVerificationError)
+
+
+def _fault_text(exc: BaseException) -> str:
+    msg = getattr(exc, "msg", None) or str(exc)
+    return f"{type(exc).__name__.rsplit('.', 1)[-1]}: {msg}"
+
+
+class VSphereDriver(CloudDriver):
+    """SE VMs in one vCenter datacenter (`vcenter_configuration` of a CLOUD_VCENTER cloud)."""
+
+    vtype = "CLOUD_VCENTER"
+
+    def __init__(self, cloud: Mapping[str, Any], *, attempts: int = 4, max_wait: float = 30.0,
+                 ip_wait: float = 20.0, **kwargs: Any) -> None:
+        super().__init__(cloud, **kwargs)
+        self.config: dict[str, Any] = dict(cloud.get(FIELD) or {})
+        #: bounded retries of every vCenter call on connection errors
+        self.attempts = attempts
+        self.max_wait = max_wait
+        #: how long create_se waits for VMware Tools to report the SE's address
+        self.ip_wait = ip_wait
+        self._si: Any = None
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        url = self.config.get("vcenter_url") or ""
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CloudConfigError(f"{FIELD}.vcenter_url", f"{url!r} is not an http(s) URL "
+                                   "of vCenter, e.g. https://vcenter.example.com")
+        username = self.config.get("username") or parts.username
+        password = self.config.get("password") or parts.password
+        if not username or not password:
+            raise CloudConfigError(f"{FIELD}.password", "vCenter needs a username and password")
+        kwargs: dict[str, Any] = {"host": parts.hostname, "user": username, "pwd": password,
+                                  "protocol": parts.scheme,
+                                  "port": parts.port or (443 if parts.scheme == "https" else 80),
+                                  "connectionPoolTimeout": 30}
+        if parts.scheme == "https":
+            if self.config.get("thumbprint"):
+                kwargs["thumbprint"] = self.config["thumbprint"]
+                kwargs["disableSslCertValidation"] = True
+            elif self.config.get("ca_certificate"):
+                try:
+                    kwargs["sslContext"] = ssl.create_default_context(
+                        cadata=self.config["ca_certificate"])
+                except ssl.SSLError as exc:
+                    raise CloudConfigError(f"{FIELD}.ca_certificate",
+                                           f"not a PEM certificate: {exc}") from exc
+            elif not self.config.get("verify_certificate", True):
+                kwargs["disableSslCertValidation"] = True
+        try:
+            return SmartConnect(**kwargs)
+        except vim.fault.InvalidLogin as exc:
+            raise CloudConfigError(
+                f"{FIELD}.password", f"vCenter at {url} rejected the login of user "
+                f"{username!r}: check {FIELD}.username and {FIELD}.password") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise CloudConfigError(
+                f"{FIELD}.ca_certificate", f"vCenter's certificate at {url} is not trusted "
+                f"({exc.verify_message}): set {FIELD}.ca_certificate or {FIELD}.thumbprint"
+            ) from exc
+        except vim.fault.HostConnectFault as exc:  # pyvmomi's thumbprint mismatch
+            raise CloudConfigError(f"{FIELD}.thumbprint", _fault_text(exc)) from exc
+
+    def _content(self) -> Any:
+        if self._si is None:
+            self._si = self._connect()
+        return self._si.RetrieveContent()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run `fn` with bounded retries on connection errors; other faults become CloudError."""
+        def before_retry(state: tenacity.RetryCallState) -> None:
+            LOG.warning("vCenter: %s failed (%s), retrying", what,
+                        _fault_text(state.outcome.exception()))
+            self._si = None  # a broken connection or expired session: log in again
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
+                self.max_wait),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=3),
+            retry=tenacity.retry_if_exception(_transient), before_sleep=before_retry,
+            reraise=True)
+        try:
+            return retrying(fn)
+        except CloudError:
+            raise
+        except vmodl.MethodFault as exc:
+            raise CloudError(f"vCenter: {what} failed: {_fault_text(exc)}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise CloudError(f"vCenter at {self.config.get('vcenter_url')} cannot be reached "
+                             f"({what}, {self.attempts} tries): {exc}", retryable=True) from exc
+
+    def _wait_task(self, task: Any, what: str, timeout: float = 300.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while task.info.state in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):
+            if time.monotonic() > deadline:
+                raise CloudError(f"vCenter: {what} did not finish in {timeout:.0f} s")
+            time.sleep(0.2)
+        if task.info.state == vim.TaskInfo.State.error:
+            raise CloudError(f"vCenter: {what} failed: {_fault_text(task.info.error)}")
+        return task.info.result
+
+    # -- inventory ----------------------------------------------------------------------------
+
+    def _by_name(self, root: Any, vimtype: Any, props: Sequence[str] = ()) -> dict[str, Any]:
+        """name -> (object, {property: value}) of every `vimtype` under `root`, in one call."""
+        content = self._content()
+        view = content.viewManager.CreateContainerView(root, [vimtype], True)
+        try:
+            traverse = vmodl.query.PropertyCollector.TraversalSpec(
+                name="view", path="view", skip=False, type=vim.view.ContainerView)
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(
+                    obj=view, skip=True, selectSet=[traverse])],
+                propSet=[vmodl.query.PropertyCollector.PropertySpec(
+                    type=vimtype, pathSet=["name", *props])])
+            found = {}
+            for item in content.propertyCollector.RetrieveContents([spec]):
+                values = {p.name: p.val for p in item.propSet}
+                found[values.pop("name")] = (item.obj, values)
+            return found
+        finally:
+            view.Destroy()
+
+    def _one(self, root: Any, vimtype: Any, field: str, kind: str) -> Any:
+        name = self.config.get(field)
+        if not name:
+            raise CloudConfigError(f"{FIELD}.{field}", f"name the {kind} SEs use")
+        found = self._by_name(root, vimtype)
+        if name not in found:
+            known = ", ".join(sorted(found)[:20]) or "none"
+            raise CloudConfigError(f"{FIELD}.{field}",
+                                   f"no {kind} named {name!r} (found: {known})")
+        return found[name][0]
+
+    def _datacenter(self) -> Any:
+        return self._one(self._content().rootFolder, vim.Datacenter, "datacenter", "datacenter")
+
+    def _placement(self) -> dict[str, Any]:
+        """Where clones go: datacenter, folder, resource pool, datastore, template."""
+        dc = self._datacenter()
+        if self.config.get("cluster"):
+            compute = self._one(dc.hostFolder, vim.ClusterComputeResource, "cluster", "cluster")
+        elif self.config.get("host"):
+            host = self._one(dc.hostFolder, vim.HostSystem, "host", "host")
+            compute = host.parent
+        else:
+            raise CloudConfigError(f"{FIELD}.cluster", "name the cluster (or the standalone "
+                                   f"host, {FIELD}.host) SE VMs run on")
+        folder = (self._one(dc.vmFolder, vim.Folder, "folder", "VM folder")
+                  if self.config.get("folder") else dc.vmFolder)
+        datastore = self._one(dc.datastoreFolder, vim.Datastore, "datastore", "datastore")
+        template = self._one(dc.vmFolder, vim.VirtualMachine, "se_template",
+                             "VM or template (the SE image)")
+        return {"datacenter": dc, "pool": compute.resourcePool, "folder": folder,
+                "datastore": datastore, "template": template}
+
+    def _networks(self, dc: Any) -> dict[str, Any]:
+        return {name: obj for name, (obj, _) in self._by_name(dc.networkFolder,
+                                                              vim.Network).items()}
+
+    def _find_vm(self, se_uuid: str) -> Any | None:
+        """The SE's VM, found by its `guestinfo.vantage.se_uuid` tag, wherever it was moved."""
+        dc = self._datacenter()
+        for vm, values in self._by_name(dc.vmFolder, vim.VirtualMachine,
+                                        ["config.extraConfig"]).values():
+            extra = values.get("config.extraConfig") or []
+            if any(opt.key == SE_UUID_KEY and opt.value == se_uuid for opt in extra):
+                return vm
+        return None
+
+    # -- contract -----------------------------------------------------------------------------
+
+    def _write_access(self) -> bool:
+        return (self.config.get("privilege") or "WRITE_ACCESS") == "WRITE_ACCESS"
+
+    def validate(self) -> None:
+        """Log in, and check every inventory name the configuration holds.
+
+        :raises CloudConfigError: bad credentials (naming username/password), an unknown
+            datacenter, cluster, host, datastore, folder, template or management port group.
+        :raises CloudError: vCenter cannot be reached after bounded retries.
+        """
+        privilege = self.config.get("privilege") or "WRITE_ACCESS"
+        if privilege not in ("WRITE_ACCESS", "READ_ACCESS", "NO_ACCESS"):
+            raise CloudConfigError(f"{FIELD}.privilege", f"{privilege!r} is not WRITE_ACCESS, "
+                                   "READ_ACCESS or NO_ACCESS")
+
+        def check() -> None:
+            dc = (self._placement()["datacenter"] if self._write_access()
+                  else self._datacenter())
+            mgmt = self.config.get("management_network")
+            if mgmt and mgmt not in self._networks(dc):
+                raise CloudConfigError(f"{FIELD}.management_network",
+                                       f"no port group named {mgmt!r} in datacenter "
+                                       f"{self.config.get('datacenter')!r}")
+        self._call("validating the configuration", check)
+
+    def return_path(self) -> ReturnPath:
+        return ReturnPath.ASYMMETRIC
+
+    def discover_networks(self) -> Sequence[DiscoveredNetwork]:
+        """Standard and distributed port groups of the datacenter (DVS uplink port groups
+        carry no VM traffic and are left out). Subnets are not known to vCenter: they come
+        from the controller's `network` objects."""
+        def discover() -> list[DiscoveredNetwork]:
+            dc = self._datacenter()
+            found = []
+            for name, (net, values) in sorted(self._by_name(
+                    dc.networkFolder, vim.Network, ["tag"]).items()):
+                if any(t.key == "SYSTEM/DVS.UPLINKPG" for t in values.get("tag") or []) or \
+                        (isinstance(net, vim.dvs.DistributedVirtualPortgroup)
+                         and _UPLINK_NAME.search(name)):
+                    continue  # vcsim tags no uplink port group: vCenter's naming tells
+                found.append(DiscoveredNetwork(name=name, external_id=net._moId))
+            return found
+        return self._call("discovering port groups", discover)
+
+    def create_se(self, spec: SeSpec) -> SeInfo:
+        """Clone the SE template (idempotent: a VM tagged with the SE's uuid is adopted),
+        resize it, wire its NICs, hand it its bootstrap in guestinfo, power it on and wait,
+        bounded, for VMware Tools to report its address.
+
+        :raises CloudError: read-only privilege, unknown port group, or a vCenter fault; a
+            clone this call made is destroyed before raising.
+        """
+        if not self._write_access():
+            raise CloudError(f"cloud {self.cloud.get('name')!r} has {FIELD}.privilege "
+                             f"{self.config.get('privilege')}: the controller does not create "
+                             "SE VMs; deploy the SE from the template and give it its bootstrap")
+        vm = self._call(f"looking up SE {spec.name}", lambda: self._find_vm(spec.se_uuid))
+        if vm is None:
+            # a retry after a broken connection looks again before cloning a second VM
+            vm = self._call(f"cloning SE {spec.name}",
+                            lambda: self._find_vm(spec.se_uuid) or self._clone(spec))
+        else:
+            LOG.info("SE %s (%s) exists as VM %s: adopted", spec.name, spec.se_uuid, vm._moId)
+        if self._call("reading power state", lambda: vm.runtime.powerState) != \
+                vim.VirtualMachinePowerState.poweredOn:
+            # vcsim ignores powerOn in a clone spec, and an adopted clone may be off: power on
+            # explicitly
+            self._call(f"powering on SE {spec.name}",
+                       lambda: self._wait_task(vm.PowerOnVM_Task(), f"powering on {spec.name}"))
+        return self._info(spec.se_uuid, vm, wait_ip=True)
+
+    def _clone(self, spec: SeSpec) -> Any:
+        where = self._placement()
+        dc = where["datacenter"]
+        networks = self._networks(dc)
+        wanted = [spec.mgmt_network or self.config.get("management_network"),
+                  *spec.data_networks]
+        if not wanted[0]:
+            raise CloudConfigError(f"{FIELD}.management_network",
+                                   "name the port group of the SEs' management interface")
+        for name in wanted:
+            if name not in networks:
+                raise CloudError(f"no port group named {name!r} in datacenter "
+                                 f"{self.config.get('datacenter')!r} (found: "
+                                 f"{', '.join(sorted(networks))})")
+        extra = [vim.option.OptionValue(key=SE_UUID_KEY, value=spec.se_uuid)]
+        if spec.bootstrap is not None:
+            boot = spec.bootstrap
+            extra += [vim.option.OptionValue(key=GUESTINFO + "controller_url",
+                                             value=boot.controller_url),
+                      vim.option.OptionValue(key=GUESTINFO + "token", value=boot.token)]
+            if boot.controller_ca:
+                extra.append(vim.option.OptionValue(
+                    key=GUESTINFO + "controller_ca",
+                    value=base64.b64encode(boot.controller_ca.encode()).decode()))
+        # the tag travels with the clone itself, so a retried create finds a half-made SE
+        clone_spec = vim.vm.CloneSpec(
+            location=vim.vm.RelocateSpec(pool=where["pool"], datastore=where["datastore"]),
+            config=vim.vm.ConfigSpec(extraConfig=extra), powerOn=False, template=False)
+        vm = self._wait_task(where["template"].CloneVM_Task(
+            folder=where["folder"], name=spec.name, spec=clone_spec), f"cloning {spec.name}")
+        try:
+            changes = [vim.vm.device.VirtualDeviceSpec(
+                operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=dev)
+                for dev in vm.config.hardware.device
+                if isinstance(dev, vim.vm.device.VirtualEthernetCard)]
+            changes += [self._nic(networks[name]) for name in wanted]
+            # vcsim (and a clone of a powered-off template) ignores sizing in the clone spec:
+            # reconfigure explicitly
+            config = vim.vm.ConfigSpec(numCPUs=spec.vcpus, memoryMB=spec.memory_mb,
+                                       deviceChange=changes, extraConfig=extra)
+            self._wait_task(vm.ReconfigVM_Task(spec=config), f"configuring {spec.name}")
+        except Exception:
+            self._destroy(vm, spec.name)
+            raise
+        LOG.info("SE %s (%s) cloned as VM %s", spec.name, spec.se_uuid, vm._moId)
+        return vm
+
+    @staticmethod
+    def _nic(network: Any) -> Any:
+        if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
+            backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+                port=vim.dvs.PortConnection(
+                    portgroupKey=network.key,
+                    switchUuid=network.config.distributedVirtualSwitch.uuid))
+        else:
+            backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+                network=network, deviceName=network.name)
+        nic = vim.vm.device.VirtualVmxnet3(
+            backing=backing, addressType="generated",
+            connectable=vim.vm.device.VirtualDevice.ConnectInfo(
+                startConnected=True, allowGuestControl=True, connected=True))
+        return vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=nic)
+
+    def _info(self, se_uuid: str, vm: Any, *, wait_ip: bool = False) -> SeInfo:
+        def read() -> SeInfo:
+            state = _POWER_STATE.get(vm.runtime.powerState, SeState.FAILED)
+            ip = vm.guest.ipAddress if vm.guest else None
+            return SeInfo(se_uuid, state, external_id=vm._moId, mgmt_ip=ip or None,
+                          reason=None if state == SeState.RUNNING
+                          else f"VM {vm.name} is {vm.runtime.powerState}")
+        info = self._call("reading SE state", read)
+        if wait_ip and info.state == SeState.RUNNING and not info.mgmt_ip:
+            try:
+                info = tenacity.Retrying(
+                    stop=tenacity.stop_after_delay(self.ip_wait), wait=tenacity.wait_fixed(1),
+                    retry=tenacity.retry_if_result(lambda i: not i.mgmt_ip),
+                    retry_error_callback=lambda state: state.outcome.result())(
+                        lambda: self._call("reading SE state", read))
+            except CloudError:
+                pass  # no address yet is not a failure: the SE registers by itself
+        return info
+
+    def get_se(self, se_uuid: str) -> SeInfo:
+        vm = self._call("looking up an SE", lambda: self._find_vm(se_uuid))
+        if vm is None:
+            return SeInfo(se_uuid, SeState.MISSING, reason="no VM carries this SE's uuid")
+        return self._info(se_uuid, vm)
+
+    def _destroy(self, vm: Any, name: str) -> None:
+        if vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOff:
+            self._wait_task(vm.PowerOffVM_Task(), f"powering off {name}")
+        self._wait_task(vm.Destroy_Task(), f"destroying {name}")
+
+    def delete_se(self, se_uuid: str) -> None:
+        """Power off and destroy the SE's VM (its disks go with it); a missing VM is done."""
+        if not self._write_access():
+            return
+        vm = self._call("looking up an SE", lambda: self._find_vm(se_uuid))
+        if vm is None:
+            return
+        name = self._call("reading the VM name", lambda: vm.name)
+
+        def destroy() -> None:
+            try:
+                self._destroy(vm, name)
+            except vmodl.fault.ManagedObjectNotFound:
+                pass  # destroyed by a previous try
+        self._call(f"deleting SE {name}", destroy)
+        LOG.info("SE %s: VM %s destroyed", se_uuid, name)
+
+    def plumb_vip(self, se_uuid: str, vip: str, *, primary: bool = True) -> None:
+        """Nothing to do in vCenter: VIPs come from the controller's IPAM on the `network`
+        objects and the SE adds them to its own interface (and answers ARP when primary);
+        port groups do not filter source addresses."""
+
+    def unplumb_vip(self, se_uuid: str, vip: str) -> None:
+        """Nothing to do in vCenter: the SE removes the VIP from its interface itself."""
+
+    def close(self) -> None:
+        if self._si is not None:
+            try:
+                Disconnect(self._si)
+            except Exception:
+                LOG.debug("vCenter logout failed", exc_info=True)
+            self._si = None

@@ -1,0 +1,316 @@
+"""The vSphere driver against vcsim, govmomi's vCenter simulator, checked through pyvmomi.
+
+vcsim is built from Debian's govmomi sources (`golang-go`, `golang-github-vmware-govmomi-dev`)
+once into tests/.cache and serves plain HTTP on 127.0.0.1 with its own credentials. Every check
+of what the driver made reads the inventory through a separate pyvmomi session.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+from vantage.cloud.base import (
+    Bootstrap,
+    CloudConfigError,
+    CloudError,
+    ReturnPath,
+    SeSpec,
+    SeState,
+)
+
+GOPATH = Path("/usr/share/gocode")
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "vcsim"
+USER, PASSWORD = "vantage-admin", "vcsim-s3cret"
+
+#: vcsim with the VPX inventory (DC0, cluster DC0_C0, host DC0_H0, LocalDS_0, "VM Network",
+#: DVS0 with DC0_DVPG0) that only accepts USER/PASSWORD; prints its URL, runs until signalled
+VCSIM_MAIN = """\
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+func main() {
+	model := simulator.VPX()
+	defer model.Remove()
+	if err := model.Create(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(os.Args[1], os.Args[2])}
+	server := model.Service.NewServer()
+	defer server.Close()
+	fmt.Println(server.URL.String())
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	<-stop
+}
+"""
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def _build_vcsim() -> Path:
+    if shutil.which("go") is None or not (GOPATH / "src/github.com/vmware/govmomi").is_dir():
+        pytest.skip("vcsim needs Debian packages golang-go and golang-github-vmware-govmomi-dev")
+    digest = hashlib.sha256(VCSIM_MAIN.encode()).hexdigest()[:12]
+    binary = CACHE / f"vcsim-{digest}"
+    if binary.exists():
+        return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / "main.go").write_text(VCSIM_MAIN)
+    env = {**os.environ, "GOPATH": str(GOPATH), "GO111MODULE": "off",
+           "GOCACHE": str(CACHE / "gocache"), "GOFLAGS": ""}
+    tmp = binary.with_suffix(".tmp")
+    subprocess.run(["go", "build", "-o", str(tmp), "main.go"], cwd=CACHE, env=env, check=True,
+                   timeout=300)
+    tmp.rename(binary)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def vcsim():
+    """(url without credentials, process) of a running vcsim; stopped at teardown."""
+    binary = _build_vcsim()
+    proc = subprocess.Popen([str(binary), USER, PASSWORD], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().strip() if ready else ""
+        if not line.startswith("http"):
+            proc.kill()
+            pytest.fail(f"vcsim did not start: {line!r} {proc.stderr.read()!r}")
+        parts = urlsplit(line)
+        yield f"http://{parts.hostname}:{parts.port}/sdk"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def inventory(vcsim):
+    """An independent pyvmomi session (the test's own eyes), with an SE folder created."""
+    parts = urlsplit(vcsim)
+    si = SmartConnect(host=parts.hostname, port=parts.port, user=USER, pwd=PASSWORD,
+                      protocol="http")
+    content = si.RetrieveContent()
+    dc = next(e for e in content.rootFolder.childEntity if e.name == "DC0")
+    dc.vmFolder.CreateFolder("vantage-ses")
+    yield content
+    Disconnect(si)
+
+
+def _cloud(url: str, **overrides) -> dict:
+    config = {"vcenter_url": url, "username": USER, "password": PASSWORD,
+              "datacenter": "DC0", "cluster": "DC0_C0", "datastore": "LocalDS_0",
+              "folder": "vantage-ses", "se_template": "DC0_C0_RP0_VM0",
+              "management_network": "VM Network", "privilege": "WRITE_ACCESS"}
+    config.update(overrides)
+    return {"uuid": "cloud-vs", "name": "vcsim", "vtype": "CLOUD_VCENTER",
+            "vcenter_configuration": config}
+
+
+@pytest.fixture
+def driver(vcsim):
+    from vantage_vsphere.driver import VSphereDriver
+    # vcsim (govmomi 0.24) reports no Tools IP for plain VMs: a short wait keeps tests quick
+    drv = VSphereDriver(_cloud(vcsim), attempts=2, max_wait=5, ip_wait=1)
+    yield drv
+    drv.close()
+
+
+def _vms(content, name: str | None = None) -> list:
+    view = content.viewManager.CreateContainerView(content.rootFolder,
+                                                   [vim.VirtualMachine], True)
+    try:
+        return [vm for vm in view.view if name is None or vm.name == name]
+    finally:
+        view.Destroy()
+
+
+def _tagged(content, se_uuid: str) -> list:
+    return [vm for vm in _vms(content)
+            if any(o.key == "guestinfo.vantage.se_uuid" and o.value == se_uuid
+                   for o in vm.config.extraConfig)]
+
+
+def _spec(**kw) -> SeSpec:
+    se_uuid = f"serviceengine-{uuid.uuid4()}"
+    defaults = {"se_uuid": se_uuid, "name": f"vantage-g-{se_uuid[-6:]}", "se_group": "g",
+                "vcpus": 2, "memory_mb": 3072, "data_networks": ("DC0_DVPG0",),
+                "bootstrap": Bootstrap("https://127.0.0.1:9443", se_uuid, "tok-123",
+                                       "-----BEGIN CERTIFICATE-----\nMIIB\n"
+                                       "-----END CERTIFICATE-----\n")}
+    defaults.update(kw)
+    return SeSpec(**defaults)
+
+
+def test_create_clones_wires_and_boots_the_se(driver, inventory):
+    spec = _spec()
+    info = driver.create_se(spec)
+    try:
+        assert info.state == SeState.RUNNING
+        [vm] = _vms(inventory, spec.name)
+        assert vm._moId == info.external_id
+        assert vm.parent.name == "vantage-ses"
+        assert vm.resourcePool.owner.name == "DC0_C0"
+        assert [ds.name for ds in vm.datastore] == ["LocalDS_0"]
+        assert vm.config.hardware.numCPU == 2
+        assert vm.config.hardware.memoryMB == 3072
+        assert vm.runtime.powerState == vim.VirtualMachinePowerState.poweredOn
+        nics = [d for d in vm.config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+        assert len(nics) == 2
+        assert isinstance(nics[0].backing,
+                          vim.vm.device.VirtualEthernetCard.NetworkBackingInfo)
+        assert nics[0].backing.network.name == "VM Network"
+        dvpg = next(n for n in vm.network if n.name == "DC0_DVPG0")
+        assert isinstance(nics[1].backing,
+                          vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo)
+        assert nics[1].backing.port.portgroupKey == dvpg.key
+        extra = {o.key: o.value for o in vm.config.extraConfig}
+        assert extra["guestinfo.vantage.se_uuid"] == spec.se_uuid
+        assert extra["guestinfo.vantage.controller_url"] == "https://127.0.0.1:9443"
+        assert extra["guestinfo.vantage.token"] == "tok-123"
+        assert base64.b64decode(extra["guestinfo.vantage.controller_ca"]).decode() == \
+            spec.bootstrap.controller_ca
+        assert driver.get_se(spec.se_uuid).state == SeState.RUNNING
+    finally:
+        driver.delete_se(spec.se_uuid)
+
+
+def test_retried_create_adopts_the_existing_vm(driver, inventory):
+    spec = _spec()
+    first = driver.create_se(spec)
+    try:
+        # a crash after the clone: the VM is off and the controller asks again
+        [vm] = _tagged(inventory, spec.se_uuid)
+        vm.PowerOffVM_Task()
+        _wait_off(vm)
+        second = driver.create_se(spec)
+        assert second.external_id == first.external_id
+        assert len(_tagged(inventory, spec.se_uuid)) == 1
+        assert len(_vms(inventory, spec.name)) == 1
+        assert second.state == SeState.RUNNING
+    finally:
+        driver.delete_se(spec.se_uuid)
+
+
+def _wait_off(vm) -> None:
+    deadline = time.monotonic() + 10
+    while vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOff:
+        assert time.monotonic() < deadline, "vcsim did not power the VM off"
+        time.sleep(0.1)
+
+
+def test_delete_leaves_nothing_and_repeats(driver, inventory):
+    spec = _spec()
+    driver.create_se(spec)
+    before = len(_vms(inventory))
+    driver.delete_se(spec.se_uuid)
+    assert _tagged(inventory, spec.se_uuid) == []
+    assert _vms(inventory, spec.name) == []
+    assert len(_vms(inventory)) == before - 1
+    assert driver.get_se(spec.se_uuid).state == SeState.MISSING
+    driver.delete_se(spec.se_uuid)  # deleting what is gone is not an error
+
+
+def test_unknown_port_group_fails_without_a_vm(driver, inventory):
+    spec = _spec(data_networks=("no-such-pg",))
+    with pytest.raises(CloudError, match="no-such-pg"):
+        driver.create_se(spec)
+    assert _vms(inventory, spec.name) == []
+
+
+def test_discover_networks_lists_port_groups(driver):
+    networks = {n.name: n for n in driver.discover_networks()}
+    assert set(networks) == {"VM Network", "DC0_DVPG0"}  # the DVS uplink group is left out
+    assert networks["DC0_DVPG0"].external_id.startswith("dvportgroup-")
+    assert networks["VM Network"].external_id.startswith("network-")
+    assert driver.return_path() == ReturnPath.ASYMMETRIC
+
+
+def test_validate_accepts_the_configuration(driver):
+    driver.validate()
+
+
+def test_wrong_password_is_a_config_error(vcsim):
+    from vantage_vsphere.driver import VSphereDriver
+    drv = VSphereDriver(_cloud(vcsim, password="wrong"), attempts=2, max_wait=5)
+    with pytest.raises(CloudConfigError) as err:
+        drv.validate()
+    assert err.value.field == "vcenter_configuration.password"
+    assert "vcenter_configuration.username" in err.value.reason
+    assert USER in err.value.reason
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("datacenter", "DC9"), ("cluster", "nope"), ("datastore", "NoDS"),
+    ("se_template", "missing-template"), ("folder", "no-folder"),
+    ("management_network", "no-pg")])
+def test_unknown_inventory_names_are_config_errors(vcsim, field, value):
+    from vantage_vsphere.driver import VSphereDriver
+    drv = VSphereDriver(_cloud(vcsim, **{field: value}), attempts=2, max_wait=5)
+    with pytest.raises(CloudConfigError) as err:
+        drv.validate()
+    assert err.value.field == f"vcenter_configuration.{field}"
+    assert value in err.value.reason
+    drv.close()
+
+
+def test_unreachable_vcenter_is_a_bounded_cloud_error():
+    from vantage_vsphere.driver import VSphereDriver
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    drv = VSphereDriver(_cloud(f"http://127.0.0.1:{port}/sdk"), attempts=2, max_wait=5)
+    with pytest.raises(CloudError) as err:
+        drv.get_se("serviceengine-x")
+    assert err.value.retryable
+    assert "cannot be reached" in err.value.reason
+
+
+def test_read_access_discovers_but_does_not_create(vcsim, inventory):
+    from vantage_vsphere.driver import VSphereDriver
+    drv = VSphereDriver(_cloud(vcsim, privilege="READ_ACCESS", cluster=None,
+                               se_template=None), attempts=2, max_wait=5)
+    drv.validate()
+    assert {n.name for n in drv.discover_networks()} == {"VM Network", "DC0_DVPG0"}
+    spec = _spec()
+    with pytest.raises(CloudError, match="READ_ACCESS"):
+        drv.create_se(spec)
+    assert _vms(inventory, spec.name) == []
+    drv.close()
+
+
+def test_driver_is_found_by_entry_point():
+    from importlib.metadata import entry_points
+
+    from vantage_vsphere.driver import VSphereDriver
+    [ep] = entry_points(group="vantage.clouds", name="vsphere")
+    assert ep.load() is VSphereDriver
+    assert VSphereDriver.vtype == "CLOUD_VCENTER"
