@@ -10,6 +10,7 @@ packages=(
     iproute2 nftables  # network namespaces, veth, bridges, VIP plumbing
     procps
     golang-go golang-github-vmware-govmomi-dev  # vcsim, the vCenter simulator (tests/integration/test_vsphere.py)
+    openssh-server     # a real sshd for the Linux server cloud (tests/integration/test_linuxserver.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do
@@ -21,5 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' -e drivers/vsphere
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' -e drivers/vsphere -e drivers/linuxserver
 exec python3 -m pytest -p no:cacheprovider "$@"

@@ -10,6 +10,7 @@ kept here and served by the API.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import hashlib
 import ipaddress
@@ -30,6 +31,7 @@ from vantage.cloud.local import vip_network
 from vantage.controller import placement
 from vantage.controller.semanager import SeCredentials, SeManager
 from vantage.db.store import StoredObject
+from vantage.model.registry import set_path
 
 LOG = logging.getLogger("vantage.controller.controlplane")
 
@@ -294,7 +296,11 @@ class ControlPlane:
         if cls is None:
             raise CloudError(f"cloud '{cloud.name}' has vtype {vtype}, which no installed "
                              f"driver serves (installed: {', '.join(sorted(self.driver_classes))})")
-        return cls({**cloud.body, "uuid": cloud.uuid, "name": cloud.name}, conf=self.conf,
+        body = copy.deepcopy(cloud.body)
+        # drivers need their credentials (passwords, SSH keys) in the clear
+        for path, value in self.secrets_of(cloud).items():
+            set_path(body, path, value)
+        return cls({**body, "uuid": cloud.uuid, "name": cloud.name}, conf=self.conf,
                    state_path=self.conf.state_path)
 
     def load_drivers(self) -> None:
