@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -314,3 +316,72 @@ def test_driver_is_found_by_entry_point():
     [ep] = entry_points(group="vantage.clouds", name="vsphere")
     assert ep.load() is VSphereDriver
     assert VSphereDriver.vtype == "CLOUD_VCENTER"
+
+
+# -- end to end: the controller creates the SE VM, the test plays the hypervisor ---------------
+
+def _guestinfo_bootstrap(vm) -> dict:
+    """What an SE image reads at boot with `vmtoolsd --cmd "info-get guestinfo.vantage.*"`."""
+    extra = {o.key: o.value for o in vm.config.extraConfig}
+    prefix = "guestinfo.vantage."
+    boot = {k[len(prefix):]: v for k, v in extra.items() if k.startswith(prefix)}
+    if boot.get("controller_ca"):
+        boot["controller_ca"] = base64.b64decode(boot["controller_ca"]).decode()
+    return boot
+
+
+def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory, tmp_path):
+    from tests.functional.controlplane_fixtures import (
+        backends,
+        http_get,
+        running_controller,
+        wait_for,
+    )
+
+    se_procs: list[subprocess.Popen] = []
+    with running_controller(tmp_path / "ctrl") as ctrl, backends("vm-backend") as (backend,):
+        try:
+            body = {k: v for k, v in _cloud(vcsim).items() if k != "uuid"}
+            cloud = ctrl.create("cloud", body | {"name": "vcsim-e2e"})
+            group = ctrl.create("serviceenginegroup", {
+                "name": "vsphere-ses", "cloud_ref": cloud["url"], "max_se": 1,
+                "buffer_se": 0, "vcpus_per_se": 2, "memory_per_se": 2048})
+            pool = ctrl.create("pool", {"name": "vm-pool", "servers": [backend.as_server()]})
+            vsvip = ctrl.create("vsvip", {"name": "vm-vip", "vip": [
+                {"vip_id": "0", "auto_allocate_ip": True}]})
+            vs = ctrl.create("virtualservice", {
+                "name": "on-vsphere", "vsvip_ref": vsvip["url"], "pool_ref": pool["url"],
+                "se_group_ref": group["url"], "services": [{"port": 8080}],
+                "application_profile_ref": "/api/applicationprofile?name=System-HTTP"})
+
+            # the hypervisor's side: a powered-on VM carrying an SE's bootstrap in guestinfo
+            def powered_on_se_vm():
+                return [vm for vm in _vms(inventory)
+                        if vm.parent.name == "vantage-ses"
+                        and vm.runtime.powerState == vim.VirtualMachinePowerState.poweredOn
+                        and _guestinfo_bootstrap(vm).get("token")]
+            [vm] = wait_for(powered_on_se_vm, 60, "the controller to power on an SE VM")
+            assert vm.config.hardware.numCPU == 2
+            boot = _guestinfo_bootstrap(vm)
+            [se] = ctrl.service_engines(group["uuid"])
+            assert boot["se_uuid"] == se["uuid"]
+            assert boot["controller_url"].startswith("https://127.0.0.1:")
+            assert "BEGIN CERTIFICATE" in boot["controller_ca"]
+            state = tmp_path / "se"
+            state.mkdir()
+            (state / "bootstrap.json").write_text(json.dumps(boot))
+            with open(state / "se.log", "ab") as log:
+                se_procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "vantage.se.cmd", "--bootstrap",
+                     str(state / "bootstrap.json"), "--state-dir", str(state),
+                     "--stats-listen", "none", "--request-log", "none"],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            runtime = ctrl.wait_oper(vs["uuid"], "OPER_UP", timeout=60)
+            vip = runtime["vip_summary"][0]["ip_address"]["addr"]
+            assert http_get(vip, 8080)[0] == 200
+            assert http_get(vip, 8080)[1].strip() == "vm-backend"
+        finally:
+            for proc in se_procs:
+                proc.kill()
+                proc.wait(10)
+            ctrl.delete_created()

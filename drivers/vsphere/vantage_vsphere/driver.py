@@ -372,7 +372,10 @@ class VSphereDriver(CloudDriver):
                           reason=None if state == SeState.RUNNING
                           else f"VM {vm.name} is {vm.runtime.powerState}")
         info = self._call("reading SE state", read)
-        if wait_ip and info.state == SeState.RUNNING and not info.mgmt_ip:
+        # a VM without VMware Tools (vcsim's) never reports an address: do not wait for one
+        if wait_ip and info.state == SeState.RUNNING and not info.mgmt_ip and self._call(
+                "reading VMware Tools status",
+                lambda: vm.guest.toolsStatus != vim.vm.GuestInfo.ToolsStatus.toolsNotInstalled):
             try:
                 info = tenacity.Retrying(
                     stop=tenacity.stop_after_delay(self.ip_wait), wait=tenacity.wait_fixed(1),
