@@ -181,12 +181,18 @@ class LinuxServerDriver(CloudDriver):
     def create_se(self, spec: SeSpec) -> SeInfo:
         config = self._conf()
         address = self._record(spec.se_uuid)
-        if address is None:
+        fresh = address is None
+        if fresh:
             address = self._choose_host()
             self._write_record(spec.se_uuid, {"host": address})
         host = self._host(address)
         directory = self._dir(spec.se_uuid)
-        info = self._state(host, spec.se_uuid)
+        try:
+            info = self._state(host, spec.se_uuid)
+        except CloudError:
+            if fresh:  # nothing made on the host: a retry may choose another one
+                (self.records / f"{spec.se_uuid}.json").unlink(missing_ok=True)
+            raise
         if info.state == SeState.RUNNING:
             LOG.info("SE %s already runs on %s (pid %s): adopted", spec.se_uuid, host.name,
                      info.external_id)
