@@ -46,8 +46,8 @@ def _config(cloud: dict[str, Any]) -> LinuxServerConfiguration:
         config = LinuxServerConfiguration.model_validate(body)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CloudConfigError(f"{FIELD}.{where}", first["msg"]) from None
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise CloudConfigError(f"{FIELD}{where}", first["msg"]) from None
     if not config.hosts:
         raise CloudConfigError(f"{FIELD}.hosts", "list at least one host to run SEs on")
     if not config.ssh_user:
