@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+
 from vantage.cloud.base import (
     CloudConfigError,
     CloudDriver,
@@ -28,7 +29,6 @@ from vantage.cloud.base import (
     SeState,
 )
 from vantage.model.cloud import LinuxServerConfiguration, LinuxServerHost
-
 from vantage_linuxserver import package
 from vantage_linuxserver.ssh import CommandFailed, SshHost, load_private_key
 

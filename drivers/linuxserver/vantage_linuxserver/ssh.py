@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paramiko
 import tenacity
+
 from vantage.cloud.base import CloudConfigError, CloudError
 
 LOG = logging.getLogger("vantage_linuxserver.ssh")
