@@ -7,12 +7,14 @@ of what the driver made reads the inventory through a separate pyvmomi session.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import select
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,11 +40,14 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "vcsim"
 USER, PASSWORD = "vantage-admin", "vcsim-s3cret"
 
 #: vcsim with the VPX inventory (DC0, cluster DC0_C0, host DC0_H0, LocalDS_0, "VM Network",
-#: DVS0 with DC0_DVPG0) that only accepts USER/PASSWORD; prints its URL, runs until signalled
+#: DVS0 with DC0_DVPG0) that only accepts USER/PASSWORD, over HTTPS when given a certificate
+#: and key file; prints
+#: its URL, runs until signalled
 VCSIM_MAIN = """\
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"os"
@@ -60,6 +65,14 @@ func main() {
 		os.Exit(1)
 	}
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(os.Args[1], os.Args[2])}
+	if len(os.Args) > 4 { // certificate and key files: serve HTTPS
+		cert, err := tls.LoadX509KeyPair(os.Args[3], os.Args[4])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	server := model.Service.NewServer()
 	defer server.Close()
 	fmt.Println(server.URL.String())
@@ -90,11 +103,11 @@ def _build_vcsim() -> Path:
     return binary
 
 
-@pytest.fixture(scope="module")
-def vcsim():
-    """(url without credentials, process) of a running vcsim; stopped at teardown."""
+@contextlib.contextmanager
+def _running_vcsim(*args: str):
+    """URL (without credentials) of a vcsim started with `args`; stopped on exit."""
     binary = _build_vcsim()
-    proc = subprocess.Popen([str(binary), USER, PASSWORD], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(binary), USER, PASSWORD, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -103,7 +116,7 @@ def vcsim():
             proc.kill()
             pytest.fail(f"vcsim did not start: {line!r} {proc.stderr.read()!r}")
         parts = urlsplit(line)
-        yield f"http://{parts.hostname}:{parts.port}/sdk"
+        yield f"{parts.scheme}://{parts.hostname}:{parts.port}/sdk"
     finally:
         proc.terminate()
         try:
@@ -111,6 +124,12 @@ def vcsim():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def vcsim():
+    with _running_vcsim() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -385,3 +404,69 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
                 proc.kill()
                 proc.wait(10)
             ctrl.delete_created()
+
+
+# -- vCenter over TLS: a pinned CA or thumbprint, never silently trusted ------------------------
+
+@pytest.fixture(scope="module")
+def vcsim_tls(tmp_path_factory):
+    """(URL, PEM of its self-signed certificate for 127.0.0.1) of a vcsim serving HTTPS."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcsim")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    directory = tmp_path_factory.mktemp("vcsim-tls")
+    (directory / "cert.pem").write_text(pem)
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    with _running_vcsim(str(directory / "cert.pem"), str(directory / "key.pem")) as url:
+        yield url, pem
+
+
+def test_tls_with_the_configured_ca_is_trusted(vcsim_tls):
+    from vantage_vsphere.driver import VSphereDriver
+    url, pem = vcsim_tls
+    drv = VSphereDriver(_cloud(url, ca_certificate=pem, folder=None), attempts=2, max_wait=5)
+    drv.validate()
+    assert {n.name for n in drv.discover_networks()} == {"VM Network", "DC0_DVPG0"}
+    drv.close()
+
+
+def test_tls_with_a_pinned_thumbprint_is_trusted(vcsim_tls):
+    from vantage_vsphere.driver import VSphereDriver
+    url, pem = vcsim_tls
+    digest = hashlib.sha1(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
+    thumbprint = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    drv = VSphereDriver(_cloud(url, thumbprint=thumbprint, folder=None), attempts=2,
+                        max_wait=5)
+    drv.validate()
+    drv.close()
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({}, "vcenter_configuration.ca_certificate"),
+    ({"thumbprint": "AA:" * 19 + "AA"}, "vcenter_configuration.thumbprint")])
+def test_tls_with_an_untrusted_certificate_is_a_config_error(vcsim_tls, overrides, field):
+    from vantage_vsphere.driver import VSphereDriver
+    url, _ = vcsim_tls
+    drv = VSphereDriver(_cloud(url, folder=None, **overrides), attempts=2, max_wait=5)
+    with pytest.raises(CloudConfigError) as err:
+        drv.validate()
+    assert err.value.field == field

@@ -9,9 +9,11 @@ them itself, so the return path is asymmetric.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -94,8 +96,7 @@ class VSphereDriver(CloudDriver):
                                   "connectionPoolTimeout": 30}
         if parts.scheme == "https":
             if self.config.get("thumbprint"):
-                kwargs["thumbprint"] = self.config["thumbprint"]
-                kwargs["disableSslCertValidation"] = True
+                kwargs["sslContext"] = self._pinned_context(parts.hostname, kwargs["port"])
             elif self.config.get("ca_certificate"):
                 try:
                     kwargs["sslContext"] = ssl.create_default_context(
@@ -105,6 +106,9 @@ class VSphereDriver(CloudDriver):
                                            f"not a PEM certificate: {exc}") from exc
             elif not self.config.get("verify_certificate", True):
                 kwargs["disableSslCertValidation"] = True
+            else:
+                # explicit: pyvmomi skips verification for localhost when given no context
+                kwargs["sslContext"] = ssl.create_default_context()
         try:
             return SmartConnect(**kwargs)
         except vim.fault.InvalidLogin as exc:
@@ -116,8 +120,33 @@ class VSphereDriver(CloudDriver):
                 f"{FIELD}.ca_certificate", f"vCenter's certificate at {url} is not trusted "
                 f"({exc.verify_message}): set {FIELD}.ca_certificate or {FIELD}.thumbprint"
             ) from exc
-        except vim.fault.HostConnectFault as exc:  # pyvmomi's thumbprint mismatch
-            raise CloudConfigError(f"{FIELD}.thumbprint", _fault_text(exc)) from exc
+
+    def _pinned_context(self, host: str, port: int) -> ssl.SSLContext:
+        """A context that trusts exactly the certificate whose SHA-1 (or SHA-256) thumbprint
+        is configured. pyvmomi checks a thumbprint only after normal verification failed and
+        not while it probes the API version, so the pin is enforced here: the certificate
+        vCenter shows is checked against the pin, then becomes the only trust anchor."""
+        pin = self.config["thumbprint"].replace(":", "").strip().lower()
+        algorithm = {40: "sha1", 64: "sha256"}.get(len(pin))
+        if algorithm is None:
+            raise CloudConfigError(f"{FIELD}.thumbprint", "give the SHA-1 (AA:BB:...:FF, 20 "
+                                   "bytes) or SHA-256 (32 bytes) thumbprint of vCenter's "
+                                   "certificate")
+        probe = ssl.create_default_context()
+        probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection((host, port), timeout=30) as raw, \
+                probe.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+        seen = hashlib.new(algorithm, der).hexdigest()
+        if seen != pin:
+            shown = ":".join(seen[i:i + 2] for i in range(0, len(seen), 2)).upper()
+            raise CloudConfigError(f"{FIELD}.thumbprint", f"vCenter at {host}:{port} shows a "
+                                   f"certificate with thumbprint {shown}, not the configured "
+                                   "one: check which certificate vCenter serves")
+        context = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(der))
+        context.check_hostname = False  # the pin names the server
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the pinned leaf is the anchor
+        return context
 
     def _content(self) -> Any:
         if self._si is None:
