@@ -283,8 +283,13 @@ class LinuxServerDriver(CloudDriver):
     def _state(self, host: SshHost, se_uuid: str) -> SeInfo:
         """RUNNING when the pid in se.pid is alive and its command line names the SE."""
         d = shlex.quote(self._dir(se_uuid))
+        unit = _unit_name(se_uuid)
         _, output = host.run(
-            f"test -d {d} || {{ echo missing; exit 0; }}; pid=$(cat {d}/se.pid 2>/dev/null); "
+            f"test -d {d} || {{ echo missing; exit 0; }}; "
+            # under systemd the unit restarts the SE with a new pid: ask systemd for it
+            f"if [ -d /run/systemd/system ] && systemctl cat {unit} >/dev/null 2>&1; then "
+            f"systemctl show -p MainPID --value {unit} > {d}/se.pid; fi; "
+            f"pid=$(cat {d}/se.pid 2>/dev/null); "
             f"if [ -n \"$pid\" ] && tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null "
             f"| grep -q {shlex.quote(se_uuid)}; then echo running $pid; "
             f"else echo stopped $pid; tail -n 3 {d}/se.log 2>/dev/null; fi", check=False)
