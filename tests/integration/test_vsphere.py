@@ -470,3 +470,18 @@ def test_tls_with_an_untrusted_certificate_is_a_config_error(vcsim_tls, override
     with pytest.raises(CloudConfigError) as err:
         drv.validate()
     assert err.value.field == field
+
+
+def test_an_ended_session_logs_in_again(driver, inventory):
+    spec = _spec()
+    driver.create_se(spec)
+    try:
+        # vCenter ends the driver's session (expiry, an admin, a vCenter restart)
+        own = inventory.sessionManager.currentSession.key
+        others = [s.key for s in inventory.sessionManager.sessionList if s.key != own]
+        assert others
+        inventory.sessionManager.TerminateSession(others)
+        assert driver.get_se(spec.se_uuid).state == SeState.RUNNING
+    finally:
+        driver.delete_se(spec.se_uuid)
+    assert _tagged(inventory, spec.se_uuid) == []

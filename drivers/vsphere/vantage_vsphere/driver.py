@@ -58,8 +58,10 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _fault_text(exc: BaseException) -> str:
-    msg = getattr(exc, "msg", None) or str(exc)
-    return f"{type(exc).__name__.rsplit('.', 1)[-1]}: {msg}"
+    name = type(exc).__name__.rsplit(".", 1)[-1]
+    if isinstance(exc, vmodl.MethodFault):  # str() of a fault is its whole data object
+        return f"{name}: {exc.msg}" if exc.msg else name
+    return f"{name}: {exc}"
 
 
 class VSphereDriver(CloudDriver):
@@ -77,6 +79,7 @@ class VSphereDriver(CloudDriver):
         #: how long create_se waits for VMware Tools to report the SE's address
         self.ip_wait = ip_wait
         self._si: Any = None
+        self._login_again = False
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -151,6 +154,18 @@ class VSphereDriver(CloudDriver):
     def _content(self) -> Any:
         if self._si is None:
             self._si = self._connect()
+        elif self._login_again:
+            # log in on the same stub: the VM objects a caller holds stay usable
+            content = self._si.RetrieveContent()
+            try:
+                content.sessionManager.Login(self.config.get("username"),
+                                             self.config.get("password"))
+            except vim.fault.InvalidLogin as exc:
+                raise CloudConfigError(f"{FIELD}.password", "vCenter rejected the login of "
+                                       f"user {self.config.get('username')!r}: check "
+                                       f"{FIELD}.username and {FIELD}.password") from exc
+            self._login_again = False
+            return content
         return self._si.RetrieveContent()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -158,7 +173,10 @@ class VSphereDriver(CloudDriver):
         def before_retry(state: tenacity.RetryCallState) -> None:
             LOG.warning("vCenter: %s failed (%s), retrying", what,
                         _fault_text(state.outcome.exception()))
-            self._si = None  # a broken connection or expired session: log in again
+            # a broken connection reconnects by itself (pyvmomi's pool); a session vCenter
+            # expired or terminated needs a new login
+            if isinstance(state.outcome.exception(), vim.fault.NotAuthenticated):
+                self._login_again = True
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
@@ -321,12 +339,13 @@ class VSphereDriver(CloudDriver):
                             lambda: self._find_vm(spec.se_uuid) or self._clone(spec))
         else:
             LOG.info("SE %s (%s) exists as VM %s: adopted", spec.name, spec.se_uuid, vm._moId)
-        if self._call("reading power state", lambda: vm.runtime.powerState) != \
-                vim.VirtualMachinePowerState.poweredOn:
+
+        def power_on() -> None:
             # vcsim ignores powerOn in a clone spec, and an adopted clone may be off: power on
-            # explicitly
-            self._call(f"powering on SE {spec.name}",
-                       lambda: self._wait_task(vm.PowerOnVM_Task(), f"powering on {spec.name}"))
+            # explicitly (checked again on each try: a retry must not fail on a running VM)
+            if vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOn:
+                self._wait_task(vm.PowerOnVM_Task(), f"powering on {spec.name}")
+        self._call(f"powering on SE {spec.name}", power_on)
         return self._info(spec.se_uuid, vm, wait_ip=True)
 
     def _clone(self, spec: SeSpec) -> Any:
