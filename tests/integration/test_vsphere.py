@@ -485,3 +485,55 @@ def test_an_ended_session_logs_in_again(driver, inventory):
     finally:
         driver.delete_se(spec.se_uuid)
     assert _tagged(inventory, spec.se_uuid) == []
+
+
+def _nic_networks(vm) -> list[str]:
+    names = {n.key: n.name for n in vm.network if isinstance(n, vim.dvs.DistributedVirtualPortgroup)}
+    out = []
+    for dev in vm.config.hardware.device:
+        if isinstance(dev, vim.vm.device.VirtualEthernetCard):
+            backing = dev.backing
+            out.append(backing.network.name if hasattr(backing, "network")
+                       else names.get(backing.port.portgroupKey, backing.port.portgroupKey))
+    return out
+
+
+def test_attach_and_detach_a_data_network(driver, inventory):
+    spec = _spec(data_networks=())
+    driver.create_se(spec)
+    try:
+        [vm] = _tagged(inventory, spec.se_uuid)
+        assert _nic_networks(vm) == ["VM Network"]
+        driver.attach_network(spec.se_uuid, "DC0_DVPG0")
+        driver.attach_network(spec.se_uuid, "DC0_DVPG0")  # idempotent
+        assert _nic_networks(vm) == ["VM Network", "DC0_DVPG0"]
+        driver.detach_network(spec.se_uuid, "DC0_DVPG0")
+        driver.detach_network(spec.se_uuid, "DC0_DVPG0")  # nothing left to remove
+        assert _nic_networks(vm) == ["VM Network"]
+        with pytest.raises(CloudError, match="no-such-pg"):
+            driver.attach_network(spec.se_uuid, "no-such-pg")
+    finally:
+        driver.delete_se(spec.se_uuid)
+    with pytest.raises(CloudError, match="has no VM"):
+        driver.attach_network(spec.se_uuid, "DC0_DVPG0")
+
+
+def test_a_foreign_vm_with_the_se_name_is_not_adopted(driver, inventory):
+    spec = _spec()
+    dc = next(e for e in inventory.rootFolder.childEntity if e.name == "DC0")
+    folder = next(f for f in dc.vmFolder.childEntity if f.name == "vantage-ses")
+    [template] = _vms(inventory, "DC0_H0_VM0")
+    task = template.CloneVM_Task(folder=folder, name=spec.name, spec=vim.vm.CloneSpec(
+        location=vim.vm.RelocateSpec(pool=template.resourcePool)))
+    deadline = time.monotonic() + 10
+    while task.info.state not in ("success", "error"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    [foreign] = _vms(inventory, spec.name)
+    try:
+        with pytest.raises(CloudError, match="already exists"):
+            driver.create_se(spec)
+        assert _vms(inventory, spec.name) == [foreign]
+        assert _tagged(inventory, spec.se_uuid) == []
+    finally:
+        foreign.Destroy_Task()

@@ -201,7 +201,8 @@ class VSphereDriver(CloudDriver):
                 raise CloudError(f"vCenter: {what} did not finish in {timeout:.0f} s")
             time.sleep(0.2)
         if task.info.state == vim.TaskInfo.State.error:
-            raise CloudError(f"vCenter: {what} failed: {_fault_text(task.info.error)}")
+            raise CloudError(f"vCenter: {what} failed: {_fault_text(task.info.error)}") \
+                from task.info.error
         return task.info.result
 
     # -- inventory ----------------------------------------------------------------------------
@@ -376,6 +377,12 @@ class VSphereDriver(CloudDriver):
         clone_spec = vim.vm.CloneSpec(
             location=vim.vm.RelocateSpec(pool=where["pool"], datastore=where["datastore"]),
             config=vim.vm.ConfigSpec(extraConfig=extra), powerOn=False, template=False)
+        # the caller found no VM with this SE's uuid: one with its name is someone else's
+        # (vCenter would refuse the clone with DuplicateName; vcsim would make a second VM)
+        if spec.name in self._by_name(where["folder"], vim.VirtualMachine):
+            raise CloudError(f"a VM named {spec.name!r} already exists in folder "
+                             f"{where['folder'].name!r} without this SE's uuid (not made for "
+                             "this SE): rename or remove it")
         vm = self._wait_task(where["template"].CloneVM_Task(
             folder=where["folder"], name=spec.name, spec=clone_spec), f"cloning {spec.name}")
         try:
@@ -433,6 +440,57 @@ class VSphereDriver(CloudDriver):
             except CloudError:
                 pass  # no address yet is not a failure: the SE registers by itself
         return info
+
+    @staticmethod
+    def _nics_on(vm: Any, network: Any) -> list[Any]:
+        found = []
+        for dev in vm.config.hardware.device:
+            if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
+                continue
+            backing = dev.backing
+            if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
+                if isinstance(backing, vim.vm.device.VirtualEthernetCard
+                              .DistributedVirtualPortBackingInfo) and \
+                        backing.port.portgroupKey == network.key:
+                    found.append(dev)
+            elif isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo) \
+                    and backing.network is not None and backing.network._moId == network._moId:
+                found.append(dev)
+        return found
+
+    def _se_vm_and_network(self, se_uuid: str, network: str) -> tuple[Any, Any]:
+        vm = self._find_vm(se_uuid)
+        if vm is None:
+            raise CloudError(f"SE {se_uuid} has no VM in datacenter "
+                             f"{self.config.get('datacenter')!r}")
+        networks = self._networks(self._datacenter())
+        if network not in networks:
+            raise CloudError(f"no port group named {network!r} in datacenter "
+                             f"{self.config.get('datacenter')!r}")
+        return vm, networks[network]
+
+    def attach_network(self, se_uuid: str, network: str) -> str | None:
+        """Add a NIC on port group `network` to the SE's VM (hot-add; VMXNET3 supports it);
+        a NIC already there is kept. The address is the SE's business (IPAM): returns None."""
+        def attach() -> None:
+            vm, net = self._se_vm_and_network(se_uuid, network)
+            if not self._nics_on(vm, net):
+                self._wait_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(
+                    deviceChange=[self._nic(net)])), f"adding a NIC on {network}")
+        self._call(f"attaching SE {se_uuid} to {network}", attach)
+        return None
+
+    def detach_network(self, se_uuid: str, network: str) -> None:
+        """Remove the SE VM's NICs on port group `network`; none there is not an error."""
+        def detach() -> None:
+            vm, net = self._se_vm_and_network(se_uuid, network)
+            nics = self._nics_on(vm, net)
+            if nics:
+                self._wait_task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[
+                    vim.vm.device.VirtualDeviceSpec(
+                        operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=dev)
+                    for dev in nics])), f"removing the NIC on {network}")
+        self._call(f"detaching SE {se_uuid} from {network}", detach)
 
     def get_se(self, se_uuid: str) -> SeInfo:
         vm = self._call("looking up an SE", lambda: self._find_vm(se_uuid))
