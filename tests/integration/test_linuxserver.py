@@ -277,3 +277,22 @@ def test_an_unreachable_host_fails_with_the_reason_after_bounded_retries(sshd, t
         assert "cannot reach root@127.0.0.1" in runtime["reason"]
         assert "Connection refused" in runtime["reason"]
         ctrl.delete_created()
+
+
+def test_a_failed_install_reports_the_command_and_leaves_nothing_on_the_host(sshd, tmp_path):
+    body = cloud_body(sshd, tmp_path / "ses")
+    body["linuxserver_configuration"]["se_python"] = "python3-not-installed"
+    driver = vantage_linuxserver.LinuxServerDriver({**body, "uuid": "cloud-3"},
+                                                  state_path=str(tmp_path / "state"))
+    se_uuid = f"serviceengine-{uuid.uuid4()}"
+    spec = SeSpec(se_uuid, "broken-se", "g",
+                  bootstrap=Bootstrap("https://127.0.0.1:1", se_uuid, "token"))
+    with pytest.raises(CloudError) as raised:
+        driver.create_se(spec)
+    print(f"\nfailed install: {raised.value.reason[:300]}")
+    assert raised.value.reason.startswith(f"SE broken-se on root@127.0.0.1:{sshd.port}: "
+                                          "`python3-not-installed -m venv")
+    assert "python3-not-installed" in raised.value.reason
+    assert not (tmp_path / "ses" / se_uuid).exists()
+    assert driver.get_se(se_uuid).state == SeState.MISSING
+    driver.close()

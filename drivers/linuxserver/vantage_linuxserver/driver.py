@@ -205,7 +205,11 @@ class LinuxServerDriver(CloudDriver):
             self._write_bootstrap(host, directory, spec)
             pid = self._start(host, spec.se_uuid, directory)
         except CloudError as exc:
-            self._remove(host, spec.se_uuid)
+            try:
+                self._remove(host, spec.se_uuid)
+            except CloudError as cleanup:  # the first failure is the one to report
+                LOG.warning("cleaning up SE %s on %s failed: %s", spec.se_uuid, host.name,
+                            cleanup.reason)
             raise CloudError(f"SE {spec.name} on {host.name}: {exc.reason}",
                              retryable=exc.retryable) from None
         LOG.info("started SE %s (%s) on %s as pid %s", spec.name, spec.se_uuid, host.name, pid)

@@ -76,7 +76,9 @@ def load_private_key(pem: str | None, path: str | None) -> paramiko.PKey | None:
 
 class CommandFailed(CloudError):
     def __init__(self, host: str, command: str, status: int, output: str) -> None:
-        super().__init__(f"{host}: `{command}` exited with status {status}: {output.strip()[-800:]}")
+        # callers name the host (and the SE) in their own message
+        super().__init__(f"`{command}` exited with status {status}: {output.strip()[-800:]}")
+        self.host = host
         self.status = status
 
 
