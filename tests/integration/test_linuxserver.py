@@ -231,6 +231,10 @@ def test_a_wrong_host_key_is_refused_naming_both_fingerprints(sshd, tmp_path):
     driver = vantage_linuxserver.LinuxServerDriver({**body, "uuid": "cloud-1"},
                                                   state_path=str(tmp_path / "state"))
     driver.validate()
+    # the data interface's subnets, read over the verified connection
+    (network,) = driver.discover_networks()
+    assert network.name == "127.0.0.1/lo"
+    assert "127.0.0.0/8" in network.subnets
     driver.close()
 
 

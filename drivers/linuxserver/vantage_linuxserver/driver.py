@@ -10,6 +10,7 @@ create retried after a crash goes back to the same host and adopts the running S
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shlex
@@ -23,6 +24,7 @@ from vantage.cloud.base import (
     CloudConfigError,
     CloudDriver,
     CloudError,
+    DiscoveredNetwork,
     ReturnPath,
     SeInfo,
     SeSpec,
@@ -177,6 +179,27 @@ class LinuxServerDriver(CloudDriver):
 
     def return_path(self) -> ReturnPath:
         return ReturnPath.ASYMMETRIC
+
+    def discover_networks(self) -> list[DiscoveredNetwork]:
+        """The IPv4 subnets on each host's data interface, one network per host and
+        interface (`<host_ip>/<interface>`)."""
+        found = []
+        for entry in self._conf().hosts:
+            host = self._host(entry.host_ip)
+            iface = entry.data_interface or self._conf().data_interface
+            _, output = host.run(f"ip -j -4 addr show dev {shlex.quote(iface)}")
+            try:
+                links = json.loads(output or "[]")
+                subnets = sorted({str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")
+                                      .network)
+                                  for link in links for a in link.get("addr_info", [])})
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CloudError(f"{host.name}: cannot read the addresses of {iface} from "
+                                 f"`ip -j addr` (iproute2 too old?): {exc}") from None
+            found.append(DiscoveredNetwork(name=f"{entry.host_ip}/{iface}",
+                                           external_id=f"{entry.host_ip}/{iface}",
+                                           subnets=tuple(subnets)))
+        return found
 
     def create_se(self, spec: SeSpec) -> SeInfo:
         config = self._conf()
