@@ -276,7 +276,7 @@ def ensure_port(net: BridgeNetwork, port: Port) -> str:
     eth0; returns eth0's MAC. Adopts whatever an earlier call made."""
     check_ifname("host interface", port.host_ifname)
     create_namespace(port.namespace)
-    for attempt in range(2):
+    for _attempt in range(2):
         with IPRoute() as ipr:
             bridge = _lookup(ipr, net.bridge)
             if bridge is None:
