@@ -399,6 +399,17 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
             vip = runtime["vip_summary"][0]["ip_address"]["addr"]
             assert http_get(vip, 8080)[0] == 200
             assert http_get(vip, 8080)[1].strip() == "vm-backend"
+
+            # the controller checked the cloud and recorded the port groups it offers
+            def cloud_checked():
+                rt = ctrl.client().request("GET", f"/api/cloud/{cloud['uuid']}/runtime")
+                return rt if rt["state"] == "CLOUD_STATE_PLACEMENT_READY" else None
+            cloud_runtime = wait_for(cloud_checked, 30, "the cloud check")
+            assert cloud_runtime["return_path"] == "asymmetric"
+            assert cloud_runtime["networks_discovered"] >= 2
+            names = {n["name"] for n in ctrl.client().list("network")
+                     if (n.get("cloud_ref") or "").endswith(cloud["uuid"])}
+            assert {"VM Network", "DC0_DVPG0"} <= names, names
         finally:
             for proc in se_procs:
                 proc.kill()
@@ -537,3 +548,22 @@ def test_a_foreign_vm_with_the_se_name_is_not_adopted(driver, inventory):
         assert _tagged(inventory, spec.se_uuid) == []
     finally:
         foreign.Destroy_Task()
+
+
+def test_a_cloud_with_bad_credentials_shows_the_reason_in_its_runtime(vcsim, tmp_path):
+    from tests.functional.controlplane_fixtures import running_controller, wait_for
+
+    with running_controller(tmp_path / "ctrl") as ctrl:
+        try:
+            body = {k: v for k, v in _cloud(vcsim).items() if k != "uuid"}
+            body["vcenter_configuration"] = dict(body["vcenter_configuration"],
+                                                 password="not-the-password")
+            cloud = ctrl.create("cloud", body | {"name": "vcsim-bad-login"})
+
+            def checked():
+                rt = ctrl.client().request("GET", f"/api/cloud/{cloud['uuid']}/runtime")
+                return rt if rt["state"] == "CLOUD_STATE_FAILED" else None
+            runtime = wait_for(checked, 30, "the cloud check to fail")
+            assert "password" in runtime["reason"], runtime
+        finally:
+            ctrl.delete_created()

@@ -93,6 +93,8 @@ class ControlPlane:
         self.semanager.on_ack = self._on_ack
         self.semanager.on_disconnect = self._on_se_disconnect
         self.vs_runtime: dict[str, VsRuntime] = {}
+        #: cloud uuid -> result of the last background check (validate, network discovery)
+        self.cloud_state: dict[str, dict[str, Any]] = {}
         #: where each virtual service runs; kept in the state directory so that a restarted
         #: controller leaves virtual services where they are while its SEs reconnect
         self.placements_file = state / "placements.json"
@@ -142,6 +144,10 @@ class ControlPlane:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for state in self.cloud_state.values():
+            task = state.get("task")
+            if task is not None and not task.done():
+                task.cancel()
         self.analytics.flush()
 
     def wake(self) -> None:
@@ -191,6 +197,7 @@ class ControlPlane:
 
     async def _reconcile(self, snap: dict[str, dict[str, StoredObject]]) -> None:
         now = time.time()
+        self._sync_clouds(snap)
         groups = {uuid: _group_spec(o) for uuid, o in snap["serviceenginegroup"].items()}
         default_group = next((u for u, o in snap["serviceenginegroup"].items()
                               if o.name == "Default-Group"), None)
@@ -652,6 +659,86 @@ class ControlPlane:
             if vs_uuid not in snap["virtualservice"]:
                 del self.vs_runtime[vs_uuid]
 
+    # clouds ------------------------------------------------------------------------------
+
+    #: seconds between two checks of a cloud (credentials, networks)
+    CLOUD_SYNC_INTERVAL = 60.0
+
+    def _sync_clouds(self, snap) -> None:
+        """Check each cloud's configuration and credentials and discover its networks, in the
+        background (a slow or unreachable cloud never holds the loop). A cloud is checked
+        again after CLOUD_SYNC_INTERVAL, or at once when its object changes."""
+        now = time.monotonic()
+        for uuid, cloud in snap["cloud"].items():
+            state = self.cloud_state.setdefault(uuid, {"checked": 0.0, "version": None,
+                                                       "task": None})
+            task = state["task"]
+            if task is not None and not task.done():
+                continue
+            if state["version"] == cloud.last_modified and \
+                    now - state["checked"] < self.CLOUD_SYNC_INTERVAL:
+                continue
+            state["checked"] = now
+            state["version"] = cloud.last_modified
+            state["task"] = asyncio.get_running_loop().create_task(self._sync_cloud(cloud))
+        for uuid in set(self.cloud_state) - set(snap["cloud"]):
+            self.cloud_state.pop(uuid)
+
+    async def _sync_cloud(self, cloud: StoredObject) -> None:
+        state = self.cloud_state.get(cloud.uuid)
+        try:
+            driver = self.drivers.get(cloud.uuid) or self.make_driver(cloud)
+            self.drivers[cloud.uuid] = driver
+            await asyncio.to_thread(driver.validate)
+            networks = await asyncio.to_thread(driver.discover_networks)
+            added = await asyncio.to_thread(self._store_networks, cloud, list(networks))
+        except CloudError as exc:
+            if state is not None:
+                if state.get("reason") != exc.reason:
+                    LOG.error("cloud %s: %s", cloud.name, exc.reason)
+                state.update(status="CLOUD_STATE_FAILED", reason=exc.reason)
+            return
+        except Exception as exc:  # a driver bug must not stop the loop
+            LOG.exception("cloud %s: check failed", cloud.name)
+            if state is not None:
+                state.update(status="CLOUD_STATE_FAILED", reason=f"{type(exc).__name__}: {exc}")
+            return
+        if state is not None:
+            state.update(status="CLOUD_STATE_PLACEMENT_READY", reason=None,
+                         networks=len(networks), last_sync=time.time())
+        if added:
+            LOG.info("cloud %s: discovered %d new network(s)", cloud.name, added)
+
+    def _store_networks(self, cloud: StoredObject, networks) -> int:
+        """`network` objects for what the cloud offers (new ones only; an existing network,
+        which the admin may have given static ranges, is left as it is)."""
+        from vantage.controller.objects import new_uuid
+        from vantage.model.network import Network
+        added = 0
+        with self.store.begin(write=True) as tx:
+            existing = {(o.body.get("cloud_ref"), o.name)
+                        for o in tx.list("network", None, limit=None)[1]}
+            for net in networks:
+                if (cloud.uuid, net.name) in existing:
+                    continue
+                body = {"name": net.name, "cloud_ref": cloud.uuid,
+                        "external_uuid": net.external_id, "configured_subnets": []}
+                for cidr in net.subnets:
+                    ip, _, mask = cidr.partition("/")
+                    body["configured_subnets"].append(
+                        {"prefix": {"ip_addr": {"addr": ip}, "mask": int(mask or 32)}})
+                try:
+                    Network.model_validate(body)
+                except ValueError as exc:
+                    LOG.warning("cloud %s: network %s not recorded: %s", cloud.name, net.name,
+                                exc)
+                    continue
+                tx.insert(StoredObject(uuid=new_uuid("network"), kind="network",
+                                       tenant=cloud.tenant, name=net.name, body=body),
+                          [("cloud_ref", cloud.uuid)])
+                added += 1
+        return added
+
     def cloud_runtime(self, cloud_uuid: str, cloud: dict[str, Any]) -> dict[str, Any]:
         """The cloud's driver, the return path it records, and whether it is usable."""
         runtime: dict[str, Any] = {"uuid": cloud_uuid, "name": cloud.get("name"),
@@ -666,9 +753,13 @@ class ControlPlane:
             return {**runtime, "state": "CLOUD_STATE_FAILED", "reason": exc.reason}
         ses = [r for r in self.ses.values()
                if (self._group_cloud(r.group) or "") == cloud_uuid]
-        return {**runtime, "state": "CLOUD_STATE_PLACEMENT_READY",
+        checked = self.cloud_state.get(cloud_uuid, {})
+        return {**runtime, "state": checked.get("status", "CLOUD_STATE_IN_PROGRESS"),
+                "reason": checked.get("reason"),
                 "driver": f"{type(driver).__module__}.{type(driver).__name__}",
                 "return_path": driver.return_path().value,
+                "networks_discovered": checked.get("networks"),
+                "last_sync": checked.get("last_sync"),
                 "service_engines": len(ses)}
 
     def _group_cloud(self, group_uuid: str) -> str | None:
