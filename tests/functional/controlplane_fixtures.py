@@ -49,8 +49,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
     while True:
         try:
             value = check()
-        except (OSError, requests.RequestException, ConnectionFailed) as exc:
-            value, last_error = None, exc
+        except (OSError, requests.RequestException, ConnectionFailed, AssertionError) as exc:
+            value, last_error = None, exc  # not yet
         if value:
             return value
         if time.monotonic() > deadline:

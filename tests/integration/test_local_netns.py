@@ -34,6 +34,7 @@ import pytest
 import requests
 import urllib3
 
+from tests.functional.controlplane_fixtures import wait_for
 from vantage.client import Client
 
 pytestmark = [
@@ -53,22 +54,6 @@ def ip(*args: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            value = check()
-        except (OSError, requests.RequestException, AssertionError) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
-                                 + (f" (last error: {last})" if last else ""))
-        time.sleep(interval)
 
 
 def unused_network() -> ipaddress.IPv4Network:
