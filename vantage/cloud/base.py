@@ -106,6 +106,37 @@ class DiscoveredNetwork:
     static_ranges: tuple[tuple[str, str], ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class VipRequest:
+    """One VIP of a `vsvip` to reserve in a cloud that has an IPAM of its own (Neutron)."""
+
+    vsvip_uuid: str
+    #: the VIP's `vip_id` inside its vsvip
+    vip_id: str
+    #: the vsvip's name, for naming what the cloud makes
+    name: str
+    #: the cloud's own ID of the VIP network (the `network` object's `external_uuid`), if set
+    network: str | None = None
+    #: the cloud's own ID of the subnet (`subnet_uuid`), if set
+    subnet: str | None = None
+    #: an address the user asked for; the cloud picks one when unset
+    address: str | None = None
+    #: associate a floating IP (`auto_allocate_floating_ip`) ...
+    floating_ip: bool = False
+    #: ... this one, if given
+    floating_address: str | None = None
+
+
+@dataclasses.dataclass
+class VipAllocation:
+    """What a cloud reserved for one VIP."""
+
+    address: str
+    floating_address: str | None = None
+    #: the cloud's own ID of the reservation (a Neutron port ID)
+    external_id: str | None = None
+
+
 class CloudDriver(abc.ABC):
     """One cloud. Constructed with the cloud object (its `*_configuration`) and the controller's
     configuration; must not contact the cloud in `__init__`."""
@@ -167,7 +198,7 @@ class CloudDriver(abc.ABC):
         """
         return None
 
-    def detach_network(self, se_uuid: str, network: str) -> None:  # noqa: B027 - optional
+    def detach_network(self, se_uuid: str, network: str) -> None:
         """Remove an SE's interface on a data network. :raises CloudError:"""
 
     @abc.abstractmethod
@@ -184,5 +215,21 @@ class CloudDriver(abc.ABC):
     def unplumb_vip(self, se_uuid: str, vip: str) -> None:
         """Undo plumb_vip; a VIP that is not plumbed is not an error. :raises CloudError:"""
 
-    def close(self) -> None:  # noqa: B027 - optional
+    def allocate_vip(self, request: VipRequest) -> VipAllocation | None:
+        """Reserve a VIP in the cloud's own IPAM (a Neutron port, with a floating IP when
+        asked), idempotently: a retry finds the reservation it made before. None means the
+        cloud has no IPAM of its own, and the controller allocates the address from the static
+        ranges of the VIP's `network` object.
+
+        :raises CloudError: with a reason (no such network, address in use, quota, ...).
+        """
+        return None
+
+    def release_vip(self, request: VipRequest) -> None:
+        """Release what allocate_vip reserved; nothing reserved is not an error.
+
+        :raises CloudError:
+        """
+
+    def close(self) -> None:
         """Release connections to the cloud."""
