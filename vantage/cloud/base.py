@@ -78,6 +78,11 @@ class SeSpec:
     memory_mb: int = 2048
     disk_gb: int = 10
     mgmt_network: str | None = None
+    #: a static management address with its prefix ("10.0.0.20/24") when the management
+    #: network has DHCP off and static SE ranges; None means DHCP
+    mgmt_ip: str | None = None
+    #: the management subnet's gateway, with mgmt_ip, if the network gives one
+    mgmt_gateway: str | None = None
     data_networks: tuple[str, ...] = ()
     bootstrap: Bootstrap | None = None
     #: driver-specific extras from the SE group (e.g. flavor, availability zone, host)

@@ -38,6 +38,8 @@ class StaticIpRange(Struct):
 class Subnet(Struct):
     prefix: IpAddrPrefix
     static_ip_ranges: list[StaticIpRange] = Field(default_factory=list)
+    #: the subnet's default gateway, handed to SEs that get a static address here
+    gateway: IpAddr | None = None
 
     @pydantic.model_validator(mode="after")
     def _ranges_inside(self) -> Subnet:
@@ -49,6 +51,8 @@ class Subnet(Struct):
                 raise ValueError(f"static_ip_ranges[{i}]: {begin}-{end} is not inside {net}")
             if end < begin:
                 raise ValueError(f"static_ip_ranges[{i}]: end {end} is below begin {begin}")
+        if self.gateway is not None and ipaddress.ip_address(self.gateway.addr) not in net:
+            raise ValueError(f"gateway: {self.gateway.addr} is not inside {net}")
         return self
 
 
