@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 
 import pytest
 import uvloop
 
-from tests.functional.backends import HttpBackend, HttpClient
-from tests.functional.test_se_daemon import RunningSE, se_command
+from tests.functional.backends import (
+    HttpBackend,
+    HttpClient,
+    free_port,
+    loopback_address,
+)
+from tests.functional.test_se_daemon import RunningSE, example_config, se_command
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -92,7 +98,7 @@ async def test_a_killed_worker_is_restarted_and_the_others_keep_serving(se, back
                     response = await asyncio.wait_for(client.get("/"), 5)
                     ok += response.status == 200
                     failures += response.status != 200
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
                 failures += 1
             await asyncio.sleep(0.005)
 
@@ -126,3 +132,51 @@ async def test_sighup_with_an_invalid_file_never_reaches_the_workers(se, backend
     assert status["last_error"] and status["reloads"] == 0
     assert (await se.get(se.http_port, "/")).status == 200
     se.write_config(good)
+
+
+async def test_managed_worker_plane_applies_to_all_and_rolls_back_what_one_cannot_bind(
+        tmp_path, backends):
+    """The managed SE's worker plane: a configuration reaches every worker before it counts
+    as applied; one a worker cannot bind is refused with the worker's reason, and the workers
+    keep serving the previous one."""
+    from vantage.se.config import compile_document
+    from vantage.se.workers import WorkerPlane, WorkerSet
+
+    vip = loopback_address()
+    http_port, tcp_port = free_port(vip), free_port(vip)
+    workers = WorkerSet(2, str(tmp_path / "workers.json"), request_log="none",
+                        drain_timeout=1.0, log_level="WARNING", queue_logs=True)
+    plane = WorkerPlane(workers)
+    workers.start()
+    try:
+        doc = {**example_config(backends, vip, http_port, tcp_port), "version": "v1"}
+        await plane.apply(compile_document(doc), doc)
+        assert plane.version == "v1"
+        for _ in range(10):
+            async with await HttpClient.connect(http_port, vip) as client:
+                assert (await client.get("/")).status == 200
+        logged = []
+        plane.subscribe_logs(logged.extend)
+        await plane.flush_logs()
+        assert len(logged) >= 10 and {r["status"] for r in logged} == {200}
+        totals = await plane.metrics()
+        assert sum(vs["total_conns"] for vs in totals["virtualservices"].values()) >= 10
+
+        # a port held by a socket without SO_REUSEPORT: no worker can bind it
+        holder = socket.socket()
+        holder.bind((vip, 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        bad = {**example_config(backends, vip, taken, tcp_port), "version": "v2"}
+        try:
+            with pytest.raises(OSError, match=r"v2 not applied by every worker: worker pid \d+"):
+                await plane.apply(compile_document(bad), bad)
+        finally:
+            holder.close()
+        assert plane.version == "v1"
+        statuses = await workers.ask_all("status")
+        assert [s["version"] for s in statuses] == ["v1", "v1"]
+        async with await HttpClient.connect(http_port, vip) as client:
+            assert (await client.get("/")).status == 200
+    finally:
+        await workers.stop()

@@ -27,6 +27,9 @@ cli_opts = [
     cfg.StrOpt("worker-socket", metavar="PATH",
                help="(set by the supervisor of a multi-worker SE) serve this worker's counters "
                     "on a Unix socket instead of a stats listener."),
+    cfg.BoolOpt("worker-queue-logs", default=False,
+                help="(set by the supervisor of a managed multi-worker SE) keep request logs "
+                     "for the supervisor to collect from the worker socket (GET /logs)."),
     cfg.StrOpt("source-ip", metavar="IP",
                help="Address the SE connects to servers from (default: chosen by route)."),
     cfg.FloatOpt("drain-timeout", default=30.0, min=0,

@@ -59,9 +59,43 @@ def channel_url(controller_url: str) -> str:
     raise ValueError(f"controller_url {controller_url!r} must be http(s)://host:port")
 
 
-class Agent:
-    def __init__(self, dataplane: DataPlane, bootstrap: dict[str, Any], state_dir: Path) -> None:
+class LocalPlane:
+    """The data plane of a one-process SE, as the agent sees it. `WorkerPlane`
+    (vantage.se.workers) is the same for an SE with several worker processes."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
+
+    @property
+    def version(self) -> str | None:
+        return self.dataplane.version
+
+    def services(self) -> list[str]:
+        return sorted(self.dataplane.services)
+
+    async def apply(self, compiled: CompiledConfig, document: dict[str, Any]) -> None:
+        await self.dataplane.apply(compiled)
+
+    async def health(self) -> dict[str, list[dict]]:
+        return _server_health(self.dataplane)
+
+    async def listeners(self) -> int:
+        return len(self.dataplane.engine.listeners)
+
+    async def metrics(self) -> dict[str, Any]:
+        return metrics_snapshot(self.dataplane)
+
+    def subscribe_logs(self, callback) -> None:
+        self.dataplane.log.subscribers.append(callback)
+
+    async def flush_logs(self) -> None:
+        self.dataplane.log.flush()
+
+
+class Agent:
+    def __init__(self, plane: LocalPlane | Any, bootstrap: dict[str, Any],
+                 state_dir: Path) -> None:
+        self.plane = plane
         self.bootstrap = bootstrap
         self.se_uuid: str = bootstrap["se_uuid"]
         self.state_dir = state_dir
@@ -78,7 +112,7 @@ class Agent:
         self._stopping = False
         #: virtual service uuid -> why it was left out of the applied configuration
         self.rejected: dict[str, str] = {}
-        dataplane.log.subscribers.append(self._queue_logs)
+        plane.subscribe_logs(self._queue_logs)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.url.startswith("wss://"):
@@ -102,7 +136,7 @@ class Agent:
         except (OSError, ValueError, AttributeError, TypeError):
             return
         try:
-            await self.dataplane.apply(compile_document(saved))
+            await self.plane.apply(compile_document(saved), saved)
             self.rejected = rejected
             LOG.info("serving the last configuration (version %s) until the controller answers",
                      saved.get("version"))
@@ -166,7 +200,7 @@ class Agent:
         secret = self._read_secret()
         hello: dict[str, Any] = {"type": "hello", "se_uuid": self.se_uuid,
                                  "hostname": socket.gethostname(), "pid": os.getpid(),
-                                 "config_version": self.dataplane.version}
+                                 "config_version": self.plane.version}
         if self.rejected:
             hello["rejected"] = self.rejected
         if secret:
@@ -206,14 +240,14 @@ class Agent:
             document["version"] = version
             try:
                 compiled, document, rejected = compile_serviceable(document)
-                await self.dataplane.apply(compiled)
+                await self.plane.apply(compiled, document)
             except (ConfigError, OSError) as exc:
                 reason = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
                 LOG.error("configuration %s rejected, keeping %s: %s", version,
-                          self.dataplane.version, reason)
+                          self.plane.version, reason)
                 await ws.send(json.dumps({"type": "ack", "version": version, "ok": False,
                                           "error": reason,
-                                          "applied_version": self.dataplane.version}))
+                                          "applied_version": self.plane.version}))
                 return
             for vs_uuid, reason in rejected.items():
                 LOG.error("configuration %s: virtual service %s left out: %s", version, vs_uuid,
@@ -237,9 +271,9 @@ class Agent:
     async def _heartbeats(self, ws) -> None:
         while True:
             await ws.send(json.dumps({
-                "type": "heartbeat", "ts": time.time(), "version": self.dataplane.version,
-                "servers": _server_health(self.dataplane),
-                "listeners": len(self.dataplane.engine.listeners),
+                "type": "heartbeat", "ts": time.time(), "version": self.plane.version,
+                "servers": await self.plane.health(),
+                "listeners": await self.plane.listeners(),
                 "dropped_logs": self.dropped_logs}))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
@@ -252,7 +286,7 @@ class Agent:
     async def _ship_logs(self, ws) -> None:
         while True:
             await asyncio.sleep(LOG_BATCH_INTERVAL)
-            self.dataplane.log.flush()
+            await self.plane.flush_logs()
             while self.logs:
                 batch = [self.logs.popleft() for _ in range(min(len(self.logs), 1000))]
                 await ws.send(json.dumps({"type": "logs", "records": batch}))
@@ -262,7 +296,7 @@ class Agent:
         # comes before the first requests instead of swallowing them
         while True:
             await ws.send(json.dumps({"type": "metrics", "ts": time.time(),
-                                      **metrics_snapshot(self.dataplane)}))
+                                      **await self.plane.metrics()}))
             await asyncio.sleep(METRICS_INTERVAL)
 
 

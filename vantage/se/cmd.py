@@ -64,11 +64,13 @@ class StandaloneSE:
         self.stopped = asyncio.Event()
         self.last_error: str | None = None
         self.reloads = 0
+        #: configuration loads tried, applied or not (a supervisor waits for the next one)
+        self.loads = 0
 
     def status(self) -> dict:
         return {
             "mode": "standalone", "config": self.conf.config,
-            "version": self.dataplane.version, "reloads": self.reloads,
+            "version": self.dataplane.version, "reloads": self.reloads, "loads": self.loads,
             "last_error": self.last_error,
             "virtualservices": {
                 name: {"mode": vs.mode, "listen": [f"{a}:{p}" for a, p in vs.listen],
@@ -82,6 +84,7 @@ class StandaloneSE:
         }
 
     async def load(self) -> bool:
+        self.loads += 1
         try:
             compiled = compile_document(load_file(self.conf.config))
             await self.dataplane.apply(compiled)
@@ -103,6 +106,8 @@ class StandaloneSE:
             await self.dataplane.close()
             return 2
         if self.conf.worker_socket:
+            if self.conf.worker_queue_logs:
+                self._queue_logs()
             await self.stats.start_unix(self.conf.worker_socket)
         elif self.conf.stats_listen and self.conf.stats_listen != "none":
             host, port = _hostport(self.conf.stats_listen)
@@ -122,6 +127,21 @@ class StandaloneSE:
         await self.dataplane.close()
         return 0
 
+    def _queue_logs(self) -> None:
+        """Keep request logs (bounded) until the supervisor collects them."""
+        from collections import deque
+
+        from vantage.se.agent import MAX_QUEUED_LOGS
+        queue: deque[dict] = deque(maxlen=MAX_QUEUED_LOGS)
+        self.dataplane.log.subscribers.append(queue.extend)
+
+        def drain() -> list[dict]:
+            self.dataplane.log.flush()
+            records = list(queue)
+            queue.clear()
+            return records
+        self.stats.drain_logs = drain
+
     def _reload(self) -> None:
         async def reload() -> None:
             if await self.load():
@@ -131,37 +151,75 @@ class StandaloneSE:
 
 
 class ManagedSE:
-    """Serves what the controller pushes; keeps serving the last configuration without it."""
+    """Serves what the controller pushes; keeps serving the last configuration without it.
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    With one worker the agent and the data plane share a process. With several, the agent
+    supervises worker processes that share the listeners (SO_REUSEPORT), hands them each
+    validated configuration through a file, and merges their health, counters and logs.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, workers: int = 1) -> None:
         from pathlib import Path
 
-        from vantage.se.agent import Agent, load_bootstrap
+        from vantage.se.agent import Agent, LocalPlane, load_bootstrap
 
         self.conf = conf
         self.loop = asyncio.get_running_loop()
         bootstrap = load_bootstrap(conf.bootstrap)
         state_dir = Path(conf.state_dir or Path(conf.bootstrap).parent)
-        target = None if conf.request_log == "none" else conf.request_log
-        self.dataplane = DataPlane(self.loop, RequestLog.open(target), source_ip=conf.source_ip,
-                                   drain_timeout=conf.drain_timeout)
-        self.agent = Agent(self.dataplane, bootstrap, state_dir)
-        self.stats = StatsServer(self.dataplane, self.status)
+        self.workers = None
+        if workers > 1:
+            from vantage.se.workers import WorkerPlane, WorkerSet
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.workers = WorkerSet(workers, str(state_dir / "workers-config.json"),
+                                     request_log=conf.request_log,
+                                     drain_timeout=conf.drain_timeout,
+                                     log_level=conf.log_level, source_ip=conf.source_ip,
+                                     queue_logs=True)
+            plane = WorkerPlane(self.workers)
+            self.dataplane = None
+        else:
+            target = None if conf.request_log == "none" else conf.request_log
+            self.dataplane = DataPlane(self.loop, RequestLog.open(target),
+                                       source_ip=conf.source_ip,
+                                       drain_timeout=conf.drain_timeout)
+            plane = LocalPlane(self.dataplane)
+        self.plane = plane
+        self.agent = Agent(plane, bootstrap, state_dir)
+        self.stats = None if self.dataplane is None else StatsServer(self.dataplane,
+                                                                     self.status)
         self.stopped = asyncio.Event()
 
     def status(self) -> dict:
-        return {"mode": "managed", "se_uuid": self.agent.se_uuid,
-                "controller": self.agent.url, "connected": self.agent.connected.is_set(),
-                "last_error": self.agent.last_error, "version": self.dataplane.version,
-                "reconnects": self.agent.reconnects,
-                "virtualservices": sorted(self.dataplane.services)}
+        status = {"mode": "managed", "se_uuid": self.agent.se_uuid,
+                  "controller": self.agent.url, "connected": self.agent.connected.is_set(),
+                  "last_error": self.agent.last_error, "version": self.plane.version,
+                  "reconnects": self.agent.reconnects,
+                  "virtualservices": self.plane.services()}
+        if self.workers is not None:
+            status.update(workers=len(self.workers.workers), worker_pids=self.workers.pids(),
+                          worker_restarts=self.workers.restarts)
+        return status
 
-    async def run(self) -> int:
-        await self.agent.restore()
-        if self.conf.stats_listen and self.conf.stats_listen != "none":
-            host, port = _hostport(self.conf.stats_listen)
+    async def _serve_stats(self):
+        if not self.conf.stats_listen or self.conf.stats_listen == "none":
+            return None
+        host, port = _hostport(self.conf.stats_listen)
+        if self.stats is not None:
             bound = await self.stats.start(host, port)
             LOG.info("stats listener on http://%s:%d/metrics", *bound)
+            return None
+        from vantage.se.workers import serve_totals
+
+        async def status() -> dict:
+            return {**self.status(), "worker_status": await self.workers.ask_all("status")}
+        return await serve_totals(host, port, self.workers, status)
+
+    async def run(self) -> int:
+        if self.workers is not None:
+            self.workers.start()
+        await self.agent.restore()
+        totals = await self._serve_stats()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopped.set)
         task = self.loop.create_task(self.agent.run())
@@ -169,8 +227,14 @@ class ManagedSE:
         LOG.info("stopping")
         task.cancel()
         await self.agent.stop()
-        await self.stats.close()
-        await self.dataplane.close()
+        if totals is not None:
+            totals.close()
+        if self.stats is not None:
+            await self.stats.close()
+        if self.dataplane is not None:
+            await self.dataplane.close()
+        if self.workers is not None:
+            await self.workers.stop()
         return 0
 
 
@@ -200,10 +264,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _raise_open_files_limit()
     workers = conf.workers or os.cpu_count() or 1
-    if workers > 1 and conf.bootstrap:
-        print("vantage-se: a managed SE runs one worker in this version; drop --workers",
-              file=sys.stderr)
-        return 2
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
@@ -211,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> int:
         if conf.bootstrap:
-            return await ManagedSE(conf).run()
+            return await ManagedSE(conf, workers).run()
         if workers > 1:
             from vantage.se.workers import Supervisor
             return await Supervisor(conf, workers).run()

@@ -105,6 +105,8 @@ class StatsServer:
         self.registry.register(DataPlaneCollector(dataplane))
         self.dataplane = dataplane
         self.status = status
+        #: a worker's queued request logs, drained by its supervisor (GET /logs)
+        self.drain_logs: Callable[[], list] | None = None
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -132,6 +134,10 @@ class StatsServer:
                 from vantage.se.workers import snapshot
                 status, ctype = "200 OK", "application/json"
                 body = json.dumps(snapshot(self.dataplane)).encode()
+            elif path == b"/logs" and self.drain_logs is not None and \
+                    isinstance(self._server.sockets[0].getsockname(), str):
+                status, ctype = "200 OK", "application/json"
+                body = json.dumps(self.drain_logs()).encode()
             elif path == b"/status":
                 status, ctype = "200 OK", "application/json"
                 body = json.dumps(self.status() if self.status else {}).encode()
