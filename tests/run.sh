@@ -22,5 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' -e drivers/vsphere -e drivers/linuxserver
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' -e drivers/vsphere -e drivers/linuxserver -e drivers/openstack
 exec python3 -m pytest -p no:cacheprovider "$@"

@@ -47,16 +47,72 @@ class VCenterConfiguration(Struct):
     thumbprint: str | None = None
 
 
+class OpenStackInterface(str, Enum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    ADMIN = "admin"
+
+
+class OpenStackSecurityGroupMode(str, Enum):
+    #: the driver makes one security group per SE: ingress to the data ports only (the SE
+    #: opens the controller channel itself, which the group's default egress rules allow)
+    PER_SE = "PER_SE"
+    #: SE ports get the groups named in `security_groups`; the driver makes none
+    GIVEN = "GIVEN"
+
+
 class OpenStackConfiguration(Struct):
-    auth_url: Annotated[str, Field(min_length=1)]
-    username: Annotated[str, Field(min_length=1)]
+    """Where and how SEs are made in one OpenStack project. Credentials come from `cloud`
+    (an entry of clouds.yaml on the controller host) or from the explicit Keystone v3 fields;
+    the driver checks which are missing and names them."""
+
+    #: an entry of clouds.yaml on the controller host, instead of the credentials below
+    cloud: str | None = None
+    #: Keystone v3, e.g. https://keystone.example.com:5000/v3
+    auth_url: str | None = None
+    username: str | None = None
     password: str | None = None
-    admin_tenant: Annotated[str, Field(min_length=1)]
+    #: the project SEs are created in (Avi's name for it; `project_name` is the same)
+    admin_tenant: str | None = None
+    project_name: str | None = None
     region: str | None = None
     user_domain_name: str = "Default"
     project_domain_name: str = "Default"
-    mgmt_network_name: str | None = None
+    #: which endpoints of the catalog the controller uses
+    interface: OpenStackInterface = OpenStackInterface.PUBLIC
+    #: PEM of the CA the API endpoints' certificates chain to (the system CAs when unset)
+    ca_certificate: str | None = None
+    #: skip TLS verification of the API endpoints (testing only)
     insecure: bool = False
+    #: Neutron network (name or ID) of the SEs' management ports
+    mgmt_network_name: str | None = None
+    #: Glance image (name or ID) SE servers boot from
+    se_image: str | None = None
+    #: Nova flavor (name or ID); when unset, the smallest flavor that fits the SE group's
+    #: vcpus_per_se, memory_per_se and disk_per_se
+    flavor: str | None = None
+    security_group_mode: OpenStackSecurityGroupMode = OpenStackSecurityGroupMode.PER_SE
+    #: groups (names or IDs) put on every SE port: the only ones in GIVEN mode, added to the
+    #: SE's own group in PER_SE mode
+    security_groups: list[str] = Field(default_factory=list)
+    #: sources the per-SE group admits to the data ports (TCP, UDP, ICMP)
+    se_ingress_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    #: TCP/UDP ports ("443", "8000-8100") the per-SE group opens; empty opens all
+    se_ingress_ports: list[Annotated[str, Field(pattern=r"^\d{1,5}(-\d{1,5})?$")]] = Field(
+        default_factory=list)
+    #: Nova availability zones SEs are spread over (Nova's default zone when empty)
+    availability_zones: list[str] = Field(default_factory=list)
+    #: Neutron networks (names or IDs) every SE gets a data port in, and where VIPs are
+    #: reserved when a vsvip names no network
+    vip_network_names: list[str] = Field(default_factory=list)
+    #: external network floating IPs are allocated from
+    floating_ip_network: str | None = None
+    #: whether the controller may create networks (needs the admin role for provider networks)
+    allow_network_creation: bool = False
+    #: how long create_se waits for Nova to report a server ACTIVE
+    server_active_timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    #: tries of each API call when the cloud cannot be reached
+    api_attempts: Annotated[int, Field(ge=1, le=20)] = 4
 
 
 #: an OpenSSH SHA256 host key fingerprint, as `ssh-keygen -lf` prints it

@@ -1,0 +1,1 @@
+"""Vantage cloud driver for OpenStack (Nova, Neutron, Glance through openstacksdk)."""
