@@ -48,7 +48,7 @@ from vantage_openstack.configuration import (
     ingress_port_ranges,
     parse,
 )
-from vantage_openstack.errors import cloud_error, transient
+from vantage_openstack.errors import cloud_error, details, transient
 from vantage_openstack.userdata import user_data
 
 LOG = logging.getLogger("vantage_openstack")
@@ -208,6 +208,17 @@ class OpenStackDriver(CloudDriver):
             self.conn.network.set_tags(resource, sorted(_tags_of(resource) | wanted))
             resource.tags = sorted(_tags_of(resource) | wanted)
         return resource
+
+    def _create_tagged(self, create: Callable[..., T], attrs: dict[str, Any]) -> T:
+        """`create(**attrs)` with `attrs["tags"]`; a Neutron that refuses tags in a create
+        (400 naming them) gets the create without them and the tags right after."""
+        try:
+            made = create(**attrs)
+        except os_exc.BadRequestException as exc:
+            if "tags" not in details(exc):
+                raise
+            made = create(**{k: v for k, v in attrs.items() if k != "tags"})
+        return self._tag(made, attrs["tags"])
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -452,9 +463,9 @@ class OpenStackDriver(CloudDriver):
         if found:
             group = found[0]
         else:
-            group = self._tag(network.create_security_group(
-                name=f"vantage-{spec.name}-sg", tags=tags,
-                description=f"Vantage SE {spec.name} ({spec.se_uuid}): data ports"), tags)
+            group = self._create_tagged(network.create_security_group, {
+                "name": f"vantage-{spec.name}-sg", "tags": tags,
+                "description": f"Vantage SE {spec.name} ({spec.se_uuid}): data ports"})
         have = {(r.get("direction"), r.get("ethertype"), r.get("protocol"),
                  r.get("port_range_min"), r.get("port_range_max"), r.get("remote_ip_prefix"))
                 for r in group.security_group_rules or ()}
@@ -505,7 +516,7 @@ class OpenStackDriver(CloudDriver):
                                  "description": f"Vantage SE {se_name} ({se_uuid}): {role}"}
         if groups:
             attrs["security_group_ids"] = list(groups)
-        return self._tag(self.conn.network.create_port(**attrs), tags)
+        return self._create_tagged(self.conn.network.create_port, attrs)
 
     def _create_server(self, spec: SeSpec, image: Any, flavor: Any,
                        ports: Sequence[Any]) -> Any:
@@ -742,8 +753,8 @@ class OpenStackDriver(CloudDriver):
                     attrs["fixed_ips"] = [fixed]
                 what = f"reserving VIP {request.address or '(any address)'} in network " \
                        f"{net.name}"
-                port = made = self._call(what, lambda: self._tag(
-                    self.conn.network.create_port(**attrs), attrs["tags"]), idempotent=False)
+                port = made = self._call(what, lambda: self._create_tagged(
+                    self.conn.network.create_port, attrs), idempotent=False)
             address = _ip_of(port)
             if request.address and address != request.address and not any(
                     f.get("ip_address") == request.address for f in port.fixed_ips or ()):
@@ -790,7 +801,7 @@ class OpenStackDriver(CloudDriver):
             "description": f"Vantage VIP {request.vip_id} of vsvip {request.name}"}
         if request.floating_address:
             attrs["floating_ip_address"] = request.floating_address
-        return self._tag(network.create_ip(**attrs), tags).floating_ip_address
+        return self._create_tagged(network.create_ip, attrs).floating_ip_address
 
     def release_vip(self, request: VipRequest) -> None:
         """Delete the floating IP allocate_vip made (one it was given is only disassociated)

@@ -68,8 +68,8 @@ class FakeOpenStack:
         self.reject_login = False
         #: services ("network", "compute", "image") whose connections are refused
         self.unreachable: set[str] = set()
-        #: Neutron ignores tags sent with a create (clouds before tags-on-create)
-        self.tags_on_create = True
+        #: what Neutron does with tags sent in a create: keep them, "ignore" or "reject" them
+        self.tags_on_create: bool | str = True
         self.quota = {"port": 100}
         self._macs = itertools.count(1)
         self.mocker: requests_mock.Mocker | None = None
@@ -264,7 +264,10 @@ class FakeOpenStack:
     def _neutron_create(self, context, collection: str, attrs: dict[str, Any]):
         single = _NEUTRON[collection][0]
         attrs = dict(attrs)
-        if not self.tags_on_create:
+        if self.tags_on_create == "reject" and "tags" in attrs:
+            return self._neutron_error(context, 400, "HTTPBadRequest",
+                                       "Unrecognized attribute(s) 'tags'")
+        if self.tags_on_create == "ignore":
             attrs.pop("tags", None)
         attrs.setdefault("tags", [])
         if collection == "ports":

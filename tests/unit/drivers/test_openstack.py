@@ -608,14 +608,21 @@ def test_a_service_unavailable_read_is_retried(fake):
     assert len(fake.requests("GET", "network", "subnets")) == 2
 
 
-def test_tags_are_set_afterwards_where_neutron_ignores_them_on_create(fake):
-    fake.tags_on_create = False
+@pytest.mark.parametrize("behaviour", ["ignore", "reject"])
+def test_tags_are_set_afterwards_where_neutron_takes_none_on_create(fake, behaviour):
+    fake.tags_on_create = behaviour
     driver = make_driver(fake)
     driver.create_se(spec())
-    assert all(f"vantage-se={SE_UUID}" in p["tags"] for p in fake.ports())
+    allocation = driver.allocate_vip(vip(floating_ip=True))
+    assert all(f"vantage-se={SE_UUID}" in p["tags"] for p in fake.ports()
+               if p["id"] != allocation.external_id)
+    assert all(f"vantage-se={SE_UUID}" in g["tags"] for g in fake.groups())
+    assert all("vantage-vip-id=0" in f["tags"] for f in fake.floating_ips())
     assert fake.requests("PUT", "network", "ports")  # PUT /ports/<id>/tags
+    assert driver.allocate_vip(vip(floating_ip=True)) == allocation
+    driver.release_vip(vip(floating_ip=True))
     driver.delete_se(SE_UUID)
-    assert not fake.ports() and not fake.groups()
+    assert not fake.ports() and not fake.groups() and not fake.floating_ips()
 
 
 def exception(cls, status: int, details: str):
