@@ -688,3 +688,11 @@ def test_user_data_round_trip_and_its_errors():
     assert userdata.bootstrap_from_user_data(
         "#cloud-config\nwrite_files:\n- path: /etc/vantage/bootstrap.json\n"
         f"  encoding: gz+b64\n  content: {gz.decode()}\n") == boot.as_dict()
+
+
+def test_the_se_images_bootstrap_reader_takes_the_user_data_the_driver_writes():
+    bootstrap_source = pytest.importorskip("vantage.se.bootstrap_source")
+    trustme = pytest.importorskip("trustme")
+    boot = Bootstrap("https://10.0.0.5:9443", SE_UUID, "t0k",
+                     controller_ca=trustme.CA().cert_pem.bytes().decode(), token_expires=1e9)
+    assert bootstrap_source.from_user_data(userdata.user_data(boot).encode()) == boot.as_dict()
