@@ -1,11 +1,13 @@
 """The control loop: desired state in the store -> SEs, placements and pushed configurations.
 
 Every pass reads a snapshot of the store, asks `placement.place` where each virtual service
-runs, creates or removes SEs through the cloud driver, allocates VIPs, compiles one
-configuration document per SE (only the virtual services placed on it, with everything they
-refer to) and pushes it to that SE if it changed. SE health comes from the channel's
-heartbeats (SeManager). Runtime state (oper status with reason, SEs, placement history) is
-kept here and served by the API.
+runs, creates or removes SEs through the cloud driver (creates run in the background: a slow
+cloud does not hold the loop), allocates VIPs (the cloud's own IPAM through the driver, or the
+static ranges of `network` objects), compiles one configuration document per SE (only the
+virtual services placed on it, with everything they refer to) and pushes it to that SE if it
+changed, and plumbs VIPs on the SEs the cloud's return path says. SE health comes from the
+channel's heartbeats (SeManager). Runtime state (oper status with reason, SEs, placement
+history, return path) is kept here and served by the API.
 """
 from __future__ import annotations
 
@@ -18,17 +20,25 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Collection
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from vantage.analytics.store import AnalyticsStore
-from vantage.cloud.base import Bootstrap, CloudDriver, CloudError, SeSpec, SeState
+from vantage.cloud.base import (
+    Bootstrap,
+    CloudDriver,
+    CloudError,
+    ReturnPath,
+    SeSpec,
+    SeState,
+    VipRequest,
+)
 from vantage.cloud.local import vip_network
-from vantage.controller import placement
+from vantage.controller import ipam, placement
 from vantage.controller.semanager import SeCredentials, SeManager
 from vantage.db.store import StoredObject
 from vantage.model.registry import set_path
@@ -49,14 +59,22 @@ class VsRuntime:
     service_engines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     history: deque = dataclasses.field(default_factory=lambda: deque(maxlen=20))
     since: float = dataclasses.field(default_factory=time.time)
+    #: how secondaries reach clients ("asymmetric", "symmetric"), from the SE group's cloud
+    return_path: str | None = None
 
     def as_dict(self, uuid: str, name: str) -> dict[str, Any]:
         return {"uuid": uuid, "name": name, "oper_status": {
                     "state": self.oper_status, "reason": [self.reason] if self.reason else [],
                     "last_changed_time": {"secs": int(self.since)}},
-                "vip_summary": [{"ip_address": {"addr": a, "type": "V4"}} for a in self.vip],
+                "vip_summary": [{"ip_address": {"addr": a, "type": _ip_type(a)}}
+                                for a in self.vip],
                 "service_engine": self.service_engines,
+                "return_path": self.return_path,
                 "placement_history": list(self.history)}
+
+
+def _ip_type(address: str) -> str:
+    return "V6" if ":" in address else "V4"
 
 
 @dataclasses.dataclass
@@ -99,7 +117,22 @@ class ControlPlane:
         #: controller leaves virtual services where they are while its SEs reconnect
         self.placements_file = state / "placements.json"
         self.placements: dict[str, placement.VsPlacement] = self._load_placements()
+        #: "<vsvip uuid>/<vip_id>" -> what was allocated for that VIP and how (the request,
+        #: the cloud, whether its driver reserved it); kept in the state directory so that a
+        #: restarted controller still releases what a cloud reserved
+        self.vip_allocations_file = state / "vip-allocations.json"
+        self.vip_allocations: dict[str, dict[str, Any]] = self._load_vip_allocations()
+        #: vsvip uuid -> why some of its VIPs have no (usable) address, this pass
+        self.vip_problems: dict[str, list[str]] = {}
+        #: (vsvip uuid, vip_id) of VIPs not served: their address is refused
+        self.vip_withheld: set[tuple[str, str]] = set()
+        #: "<vsvip uuid>/<vip_id>" -> the problem last logged for it (each is logged once)
+        self._vip_logged: dict[str, str] = {}
+        #: SE group uuid -> the SE address problem last logged for it
+        self._se_ip_logged: dict[str, str] = {}
         self.ses: dict[str, SeRecord] = {}
+        #: SE uuid -> its driver.create_se call, running in the background
+        self._creating: dict[str, asyncio.Task] = {}
         self.se_docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self.se_rejections: dict[str, dict[str, str]] = {}
         #: SE uuid -> (applied version, virtual services it serves with that version)
@@ -148,6 +181,8 @@ class ControlPlane:
             task = state.get("task")
             if task is not None and not task.done():
                 task.cancel()
+        for task in list(self._creating.values()):
+            task.cancel()
         self.analytics.flush()
 
     def wake(self) -> None:
@@ -172,7 +207,7 @@ class ControlPlane:
             await asyncio.sleep(min(interval, 3 * (loop.time() - started)))
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -187,7 +222,7 @@ class ControlPlane:
             self.passes += 1
 
     def _snapshot(self) -> dict[str, dict[str, StoredObject]]:
-        kinds = SE_DOC_KINDS + ("serviceenginegroup", "serviceengine", "cloud")
+        kinds = SE_DOC_KINDS + ("serviceenginegroup", "serviceengine", "cloud", "network")
         snap: dict[str, dict[str, StoredObject]] = {}
         with self.store.begin() as tx:
             for kind in kinds:
@@ -323,10 +358,12 @@ class ControlPlane:
             group = groups[group_uuid]
             members = [r for r in self.ses.values() if r.group == group_uuid]
             room = group.max_se - len(members)
-            # replace dead SEs first: they count against max_se until deleted
-            for record in [r for r in members if r.state in ("down", "failed")
+            # replace dead SEs first: they count against max_se until deleted (an SE whose
+            # create call still runs is left to it: the call is bounded by the driver)
+            for record in [r for r in members if r.uuid not in self._creating and (
+                           r.state in ("down", "failed")
                            or (r.state == "creating" and now - r.created_at >=
-                               self.conf.controlplane.se_create_timeout)]:
+                               self.conf.controlplane.se_create_timeout))]:
                 await self._delete_se(snap, record, "replaced: " + (record.reason or record.state))
                 room += 1
             for _ in range(max(0, min(count, room))):
@@ -368,38 +405,112 @@ class ControlPlane:
         while f"{prefix}-{group.name}-se-{index}" in taken:
             index += 1
         name = f"{prefix}-{group.name}-se-{index}"
-        obj = await asyncio.to_thread(self._store_se, name, group_uuid,
-                                      snap["serviceenginegroup"][group_uuid])
-        token, expires = self.credentials.issue_token(obj.uuid)
+        group_obj = snap["serviceenginegroup"][group_uuid]
+        mgmt_network = snap["network"].get(group_obj.body.get("mgmt_network_ref") or "")
+        problem = None
+        try:
+            mgmt = self._se_mgmt_address(snap, group_obj)
+        except ipam.IpamError as exc:
+            mgmt, problem = None, exc.reason
+            if self._se_ip_logged.get(group_uuid) != problem:
+                LOG.error("SE group %s: %s", group.name, problem)
+            self._se_ip_logged[group_uuid] = problem
+        else:
+            self._se_ip_logged.pop(group_uuid, None)
+        obj = await asyncio.to_thread(self._store_se, name, group_uuid, group_obj, mgmt,
+                                      mgmt_network)
+        # later allocations of this pass (SEs, VIPs) must see this SE's address
+        snap["serviceengine"][obj.uuid] = obj
         record = SeRecord(obj.uuid, name, group_uuid, created_at=time.time())
         self.ses[obj.uuid] = record
-        body = snap["serviceenginegroup"][group_uuid].body
+        if problem is not None:
+            record.state, record.reason = "failed", problem
+            return
+        token, expires = self.credentials.issue_token(obj.uuid)
+        body = group_obj.body
         spec = SeSpec(se_uuid=obj.uuid, name=name, se_group=group.name,
                       vcpus=body.get("vcpus_per_se", 1), memory_mb=body.get("memory_per_se", 2048),
                       disk_gb=body.get("disk_per_se", 15),
+                      mgmt_network=mgmt_network.name if mgmt_network else None,
+                      mgmt_ip=mgmt[0] if mgmt else None, mgmt_gateway=mgmt[1] if mgmt else None,
                       bootstrap=Bootstrap(self.controller_url, obj.uuid, token,
                                           self.controller_ca, expires))
+        # in the background: a cloud that takes minutes (an SE package built and copied, a VM
+        # cloned) holds neither the loop nor the other virtual services; the SE counts as
+        # pending meanwhile, and the call's own retries bound it
+        self._creating[obj.uuid] = asyncio.get_running_loop().create_task(
+            self._run_create(driver, spec, record))
+
+    async def _run_create(self, driver: CloudDriver, spec: SeSpec, record: SeRecord) -> None:
         try:
             info = await asyncio.to_thread(driver.create_se, spec)
         except CloudError as exc:
             record.state, record.reason = "failed", exc.reason
-            LOG.error("SE %s could not be created: %s", name, exc.reason)
-            return
-        LOG.info("created SE %s (%s): %s", name, obj.uuid, info.state.value)
+            LOG.error("SE %s could not be created: %s", spec.name, exc.reason)
+        except Exception as exc:  # a driver bug fails this SE, not the controller
+            LOG.exception("SE %s could not be created", spec.name)
+            record.state, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            LOG.info("created SE %s (%s): %s", spec.name, spec.se_uuid, info.state.value)
+        finally:
+            self._creating.pop(spec.se_uuid, None)
+            self.wake()
 
-    def _store_se(self, name: str, group_uuid: str, group: StoredObject) -> StoredObject:
+    def _se_mgmt_address(self, snap, group: StoredObject) -> tuple[str, str | None] | None:
+        """A static management address ("10.0.0.20/24") and gateway for a new SE of `group`,
+        when its management network (`mgmt_network_ref`) has DHCP off; None means DHCP.
+
+        :raises ipam.IpamError: the network is missing, has no SE range, or none is free.
+        """
+        ref = group.body.get("mgmt_network_ref")
+        if not ref:
+            return None
+        network = snap["network"].get(ref)
+        if network is None:
+            raise ipam.IpamError(f"mgmt_network_ref: network {ref} does not exist")
+        if network.body.get("dhcp_enabled", True):
+            return None
+        candidates = ipam.ranges(network, ipam.SE_RANGE_TYPES)
+        if not candidates:
+            raise ipam.IpamError(
+                f"management network {network.name!r} has dhcp_enabled false and no static "
+                "range for SEs: add configured_subnets[].static_ip_ranges of type "
+                "STATIC_IPS_FOR_SE (or STATIC_IPS_FOR_VIP_AND_SE), or enable DHCP")
+        found = ipam.first_free(candidates, self._addresses_in_use(snap))
+        if found is None:
+            raise ipam.IpamError(
+                f"no free address in the SE ranges of management network {network.name!r} "
+                f"({_ranges_text(candidates)}): every address is used by an SE or a VIP; "
+                "add a range")
+        address, prefix = found
+        return f"{address}/{prefix.prefixlen}", ipam.gateway(network, address)
+
+    def _store_se(self, name: str, group_uuid: str, group: StoredObject,
+                  mgmt: tuple[str, str | None] | None = None,
+                  mgmt_network: StoredObject | None = None) -> StoredObject:
         from vantage.controller.objects import new_uuid
         body = {"name": name, "se_group_ref": group_uuid,
                 "cloud_ref": group.body.get("cloud_ref"), "controller_created": True}
+        if mgmt is not None and mgmt_network is not None:
+            # recorded on the SE, so VIP and SE allocations never hand the address out again
+            ip, _, mask = mgmt[0].partition("/")
+            body["mgmt_ip_address"] = {"addr": ip, "type": _ip_type(ip)}
+            body["mgmt_vnic"] = {"network_ref": mgmt_network.uuid, "vnic_networks": [
+                {"ip": {"ip_addr": {"addr": ip, "type": _ip_type(ip)}, "mask": int(mask)},
+                 "mode": "STATIC"}]}
         obj = StoredObject(uuid=new_uuid("serviceengine"), kind="serviceengine",
                            tenant=group.tenant, name=name, body=body)
         refs = [("se_group_ref", group_uuid)]
         if body["cloud_ref"]:
             refs.append(("cloud_ref", body["cloud_ref"]))
+        if "mgmt_vnic" in body:
+            refs.append(("mgmt_vnic.network_ref", body["mgmt_vnic"]["network_ref"]))
         with self.store.begin(write=True) as tx:
             return tx.insert(obj, refs)
 
     async def _delete_se(self, snap, record: SeRecord, why: str) -> None:
+        if record.uuid in self._creating:
+            return  # its create call still runs: deleted on a pass after it returns
         try:
             driver = self._driver_for(snap, record.group)
         except CloudError:
@@ -481,58 +592,320 @@ class ControlPlane:
     # VIPs ----------------------------------------------------------------------------------
 
     def _allocate_vips(self, snap) -> None:
-        # the local cloud's range: loopback in process mode, the bridge network in netns mode
-        network = ipaddress.ip_network(vip_network(self.conf))
+        """Give every VIP of every vsvip its address, in the vsvip's cloud (`cloud_ref`, else
+        the default cloud): the cloud's own IPAM when its driver has one (allocate_vip), else
+        the static VIP ranges of the VIP's `network` (the local cloud: its VIP range when the
+        VIP names no network). A user-given address is checked against its network's
+        subnets. What a driver reserved is released when its VIP or vsvip goes. Problems
+        are kept per vsvip for the virtual services' runtime and logged once."""
+        used = self._addresses_in_use(snap)
+        default_cloud = self._default_cloud(snap)
+        problems: dict[str, list[str]] = {}
+        withheld: set[tuple[str, str]] = set()
+        seen: set[str] = set()
+        before = json.dumps(self.vip_allocations, sort_keys=True)
+        for key, record in list(self.vip_allocations.items()):
+            vsvip_uuid, _, vip_id = key.partition("/")
+            vsvip = snap["vsvip"].get(vsvip_uuid)
+            if vsvip is None or vip_id not in {str(v.get("vip_id", "0"))
+                                               for v in vsvip.body.get("vip", [])}:
+                seen.add(key)
+                problem = self._release_vip(snap, record)
+                self._note_vip_problem(key, vsvip.name if vsvip else vsvip_uuid, problem)
+                if problem is None:
+                    del self.vip_allocations[key]
+        for uuid, vsvip in snap["vsvip"].items():
+            cloud = snap["cloud"].get(vsvip.body.get("cloud_ref") or "") or default_cloud
+            body = copy.deepcopy(vsvip.body)
+            changed = False
+            for index, vip in enumerate(body.get("vip", [])):
+                key = f"{uuid}/{vip.get('vip_id', '0')}"
+                seen.add(key)
+                try:
+                    if cloud is None:
+                        raise ipam.IpamError("cloud_ref: the vsvip has no cloud, and there is "
+                                             "no Default-Cloud")
+                    changed |= self._allocate_vip(snap, cloud, vsvip, index, vip, used)
+                    problem = None
+                except ipam.IpamError as exc:
+                    problem = exc.reason
+                except CloudError as exc:
+                    problem = f"vip[{index}]: cloud {cloud.name!r}: {exc.reason}"
+                self._note_vip_problem(key, vsvip.name, problem)
+                if problem is not None:
+                    problems.setdefault(uuid, []).append(f"vsvip {vsvip.name!r} {problem}")
+                    withheld.add((uuid, str(vip.get("vip_id", "0"))))
+            if changed:
+                self._write_vsvip(vsvip, body)
+        for key in set(self._vip_logged) - seen:
+            del self._vip_logged[key]
+        self.vip_problems, self.vip_withheld = problems, withheld
+        if json.dumps(self.vip_allocations, sort_keys=True) != before:
+            self._save_vip_allocations()
+
+    def _allocate_vip(self, snap, cloud: StoredObject, vsvip: StoredObject, index: int,
+                      vip: dict[str, Any], used: set[str]) -> bool:
+        """Allocate (or check) one VIP, changing `vip` in place; True if it changed.
+
+        :raises ipam.IpamError: naming the VIP field to fix.
+        :raises CloudError: from the cloud's driver.
+        """
+        vip_id = str(vip.get("vip_id", "0"))
+        key = f"{vsvip.uuid}/{vip_id}"
+        record = self.vip_allocations.get(key)
+        address = (vip.get("ip_address") or {}).get("addr")
+        floating = (vip.get("floating_ip") or {}).get("addr")
+        # an address this controller allocated is not the user's: the request stays as it was
+        wanted = record["request"]["address"] if record and address == record.get("address") \
+            else address
+        wanted_floating = record["request"]["floating_address"] \
+            if record and floating == record.get("floating_address") else floating
+        network_ref = vip.get("network_ref")
+        network = snap["network"].get(network_ref) if network_ref else None
+        if network_ref and network is None:
+            raise ipam.IpamError(f"vip[{index}].network_ref: network {network_ref} does not "
+                                 "exist")
+        request = VipRequest(vsvip_uuid=vsvip.uuid, vip_id=vip_id, name=vsvip.name,
+                             network=(network.body.get("external_uuid") if network else None),
+                             subnet=vip.get("subnet_uuid"), address=wanted,
+                             floating_ip=bool(vip.get("auto_allocate_floating_ip")),
+                             floating_address=wanted_floating)
+        changed = False
+        if record is not None and (record["cloud"] != cloud.uuid
+                                   or record["request"] != dataclasses.asdict(request)
+                                   or record.get("network_ref") != network_ref):
+            # the VIP moved to another cloud or network, or asks for something else: release
+            # what was allocated, then allocate anew
+            problem = self._release_vip(snap, record)
+            if problem is not None:
+                raise ipam.IpamError(f"vip[{index}]: {problem}")
+            del self.vip_allocations[key]
+            if wanted is None and address is not None:
+                vip.pop("ip_address", None)
+                address, changed = None, True
+            if wanted_floating is None and floating is not None:
+                vip.pop("floating_ip", None)
+                changed = True
+            record = None
+        driver = self._cloud_driver(cloud)
+        if record is not None:
+            # allocated before: the body shows it (a write lost to a concurrent change is
+            # made again), and a user's address still fits its network
+            if record.get("address") and address != record["address"]:
+                vip["ip_address"] = {"addr": record["address"],
+                                     "type": _ip_type(record["address"])}
+                changed = True
+            if record.get("floating_address") and floating != record["floating_address"]:
+                vip["floating_ip"] = {"addr": record["floating_address"],
+                                      "type": _ip_type(record["floating_address"])}
+                changed = True
+            if not record.get("driver") and wanted:
+                self._check_vip_address(snap, cloud, index, vip, wanted)
+            return changed
+        allocation = driver.allocate_vip(request)
+        entry = {"cloud": cloud.uuid, "request": dataclasses.asdict(request),
+                 "network_ref": network_ref, "driver": allocation is not None}
+        if allocation is not None:
+            entry.update(address=allocation.address,
+                         floating_address=allocation.floating_address,
+                         external_id=allocation.external_id)
+            # recorded before the body is written: what the cloud reserved is released even
+            # if this vsvip goes before its write lands
+            self.vip_allocations[key] = entry
+            vip["ip_address"] = {"addr": allocation.address,
+                                 "type": _ip_type(allocation.address)}
+            if wanted is None:
+                vip["auto_allocate_ip"] = True
+            if allocation.floating_address:
+                vip["floating_ip"] = {"addr": allocation.floating_address,
+                                      "type": _ip_type(allocation.floating_address)}
+            used.add(allocation.address)
+            LOG.info("vsvip %s: cloud %s reserved VIP %s%s", vsvip.name, cloud.name,
+                     allocation.address, f" (floating IP {allocation.floating_address})"
+                     if allocation.floating_address else "")
+            return True
+        if wanted:
+            self._check_vip_address(snap, cloud, index, vip, wanted)
+            self.vip_allocations[key] = {**entry, "address": wanted}
+            return changed
+        address, where = self._static_vip_address(snap, cloud, index, vip, used)
+        self.vip_allocations[key] = {**entry, "address": address}
+        vip["ip_address"] = {"addr": address, "type": _ip_type(address)}
+        vip["auto_allocate_ip"] = True
+        used.add(address)
+        LOG.info("vsvip %s: allocated VIP %s from %s", vsvip.name, address, where)
+        return True
+
+    def _cloud_networks(self, snap, cloud: StoredObject) -> list[StoredObject]:
+        default = self._default_cloud(snap)
+        return [n for n in snap["network"].values()
+                if (n.body.get("cloud_ref") or (default.uuid if default else None)) == cloud.uuid]
+
+    def _static_vip_address(self, snap, cloud: StoredObject, index: int, vip: dict[str, Any],
+                            used: set[str]) -> tuple[str, str]:
+        """A free address for a VIP of a cloud without IPAM, and where it came from.
+
+        :raises ipam.IpamError:
+        """
+        local = cloud.body.get("vtype", "CLOUD_NONE") == "CLOUD_NONE"
+        if local and not vip.get("network_ref") and not vip.get("subnet_uuid"):
+            # the local cloud's range: loopback in process mode, the bridge network in netns
+            net = ipaddress.ip_network(vip_network(self.conf))
+            found = ipam.first_free([(net.network_address, net.broadcast_address, net)], used)
+            if found is None:
+                raise ipam.IpamError(f"vip[{index}]: no free VIP in {net} (the local cloud's "
+                                     "VIP range): every address is in use")
+            return found[0], str(net)
+        network, subnet = ipam.vip_network(vip, index, cloud.name, snap["network"],
+                                           self._cloud_networks(snap, cloud), required=True)
+        candidates = ipam.ranges(network, ipam.VIP_RANGE_TYPES, subnet=subnet)
+        where = f"network {network.name!r}" + (f" subnet {subnet}" if subnet else "")
+        if not candidates:
+            raise ipam.IpamError(f"vip[{index}]: {where} has no static VIP range: add "
+                                 "configured_subnets[].static_ip_ranges of type "
+                                 "STATIC_IPS_FOR_VIP (or STATIC_IPS_FOR_VIP_AND_SE), or give "
+                                 "the VIP an ip_address")
+        found = ipam.first_free(candidates, used)
+        if found is None:
+            raise ipam.IpamError(f"vip[{index}]: no free address in the static VIP ranges of "
+                                 f"{where} ({_ranges_text(candidates)}): every address is "
+                                 "used by a VIP or an SE; add a range or free a VIP")
+        return found[0], where
+
+    def _check_vip_address(self, snap, cloud: StoredObject, index: int, vip: dict[str, Any],
+                           address: str) -> None:
+        """:raises ipam.IpamError: the user's address is outside its network's subnets."""
+        local = cloud.body.get("vtype", "CLOUD_NONE") == "CLOUD_NONE"
+        if local and not vip.get("network_ref") and not vip.get("subnet_uuid"):
+            return  # the local cloud serves any address its host routes
+        networks = self._cloud_networks(snap, cloud)
+        network, _ = ipam.vip_network(vip, index, cloud.name, snap["network"], networks,
+                                      required=False)
+        problem = ipam.check_address(address, index, network, cloud.name, networks)
+        if problem is not None:
+            raise ipam.IpamError(problem)
+
+    def _release_vip(self, snap, record: dict[str, Any]) -> str | None:
+        """Release what a cloud's driver reserved for a VIP; the problem, or None."""
+        if not record.get("driver"):
+            return None
+        cloud = snap["cloud"].get(record["cloud"])
+        try:
+            driver = self.drivers.get(record["cloud"]) or (
+                self._cloud_driver(cloud) if cloud is not None else None)
+            if driver is None:
+                LOG.warning("VIP %s: cloud %s is gone; nothing to release it in",
+                            record.get("address"), record["cloud"])
+                return None
+            driver.release_vip(VipRequest(**record["request"]))
+        except CloudError as exc:
+            return f"releasing VIP {record.get('address')} failed: {exc.reason}"
+        LOG.info("released VIP %s (vsvip %s, vip_id %s)", record.get("address"),
+                 record["request"]["name"], record["request"]["vip_id"])
+        return None
+
+    def _note_vip_problem(self, key: str, vsvip_name: str, problem: str | None) -> None:
+        if problem is None:
+            if self._vip_logged.pop(key, None) is not None:
+                LOG.info("vsvip %s: VIP %s is fine again", vsvip_name, key.partition("/")[2])
+            return
+        if self._vip_logged.get(key) != problem:
+            LOG.error("vsvip %s: %s", vsvip_name, problem)
+        self._vip_logged[key] = problem
+
+    def _write_vsvip(self, vsvip: StoredObject, body: dict[str, Any]) -> None:
+        with self.store.begin(write=True) as tx:
+            current = tx.get(vsvip.uuid)
+            if current is None or current.last_modified != vsvip.last_modified:
+                return  # deleted or changed since the snapshot: the next pass sees to it
+            current.body = body
+            tx.update(current, None, current.last_modified)
+        vsvip.body = body
+
+    def _cloud_driver(self, cloud: StoredObject) -> CloudDriver:
+        driver = self.drivers.get(cloud.uuid)
+        if driver is None:
+            driver = self.drivers[cloud.uuid] = self.make_driver(cloud)
+        return driver
+
+    @staticmethod
+    def _default_cloud(snap) -> StoredObject | None:
+        clouds = snap["cloud"].values()
+        return next((c for c in clouds if c.name == "Default-Cloud"), None) or next(
+            (c for c in clouds if c.body.get("vtype", "CLOUD_NONE") == "CLOUD_NONE"), None)
+
+    @staticmethod
+    def _addresses_in_use(snap) -> set[str]:
+        """Every VIP address and every SE address (management and data)."""
         used = set()
         for vsvip in snap["vsvip"].values():
             for vip in vsvip.body.get("vip", []):
-                addr = (vip.get("ip_address") or {}).get("addr")
-                if addr:
-                    used.add(addr)
-        hosts = (str(h) for h in network.hosts())
-        for uuid, vsvip in snap["vsvip"].items():
-            vips = vsvip.body.get("vip", [])
-            if not vips or all((v.get("ip_address") or {}).get("addr") for v in vips):
-                continue
-            body = json.loads(json.dumps(vsvip.body))
-            for vip in body["vip"]:
-                if (vip.get("ip_address") or {}).get("addr"):
-                    continue
-                addr = next((h for h in hosts if h not in used), None)
-                if addr is None:
-                    LOG.error("no free VIP in %s for vsvip %s", network, vsvip.name)
-                    return
-                used.add(addr)
-                vip["ip_address"] = {"addr": addr, "type": "V4"}
-                vip["auto_allocate_ip"] = True
-            with self.store.begin(write=True) as tx:
-                current = tx.get(uuid)
-                if current is None:
-                    continue
-                if current.last_modified != vsvip.last_modified:
-                    continue  # changed since the snapshot: the next pass allocates
-                current.body = body
-                tx.update(current, None, current.last_modified)
-            vsvip.body = body
-            LOG.info("allocated VIP(s) %s to vsvip %s",
-                     ", ".join(v["ip_address"]["addr"] for v in body["vip"]), vsvip.name)
+                for field in ("ip_address", "floating_ip"):
+                    if (vip.get(field) or {}).get("addr"):
+                        used.add(vip[field]["addr"])
+        for se in snap["serviceengine"].values():
+            used |= _refs_named(se.body, "addr")
+        return used
+
+    def _load_vip_allocations(self) -> dict[str, dict[str, Any]]:
+        try:
+            saved = json.loads(self.vip_allocations_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(saved, dict):
+            return {}
+        return {k: v for k, v in saved.items()
+                if isinstance(v, dict) and isinstance(v.get("request"), dict) and "cloud" in v}
+
+    def _save_vip_allocations(self) -> None:
+        tmp = self.vip_allocations_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.vip_allocations, sort_keys=True))
+        tmp.replace(self.vip_allocations_file)
+
+    def _return_path(self, snap, vs: StoredObject) -> ReturnPath | None:
+        """The return path of a virtual service: its SE group's cloud's, unless the group's
+        se_tunnel_mode says otherwise; None when the cloud has no usable driver."""
+        group = snap["serviceenginegroup"].get(self._vs_group(snap, vs) or "")
+        if group is None:
+            return None
+        try:
+            driver = self._driver_for(snap, group.uuid)
+        except CloudError:
+            return None
+        if driver is None:
+            return None
+        return placement.return_path(driver.return_path(), group.body.get("se_tunnel_mode", 0))
+
+    @staticmethod
+    def _vs_group(snap, vs: StoredObject) -> str | None:
+        return vs.body.get("se_group_ref") or next(
+            (u for u, o in snap["serviceenginegroup"].items() if o.name == "Default-Group"), None)
 
     async def _plumb_vips(self, snap, result: placement.PlacementResult) -> None:
-        """Make every placed VIP reach its active SEs through their cloud driver: the primary
-        (first active SE) owns it and answers ARP, secondaries hold it without ARP. Only
-        changes reach the driver (`self.plumbed` remembers what it did); removals go first so
-        a moved VIP is not held by two SEs at once; a failed call is retried next pass."""
+        """Make every placed VIP reach the SEs the cloud's return path says
+        (placement.vip_holders): with an asymmetric one, the primary owns it and answers ARP
+        and secondaries hold it without ARP; with a symmetric one, only the primary holds it.
+        Only changes reach the driver (`self.plumbed` remembers what it did); removals go
+        first so a moved VIP is not held by two SEs at once; a failed call is retried next
+        pass, and an SE whose create call still runs is plumbed once it returns."""
         wanted: dict[tuple[str, str], bool] = {}
         for vs_uuid, where in result.placements.items():
             vs = snap["virtualservice"].get(vs_uuid)
             vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "") if vs else None
-            for vip in vsvip.body.get("vip", []) if vsvip else []:
+            if vsvip is None:
+                continue
+            holders = placement.vip_holders(where, self._return_path(snap, vs)
+                                            or ReturnPath.ASYMMETRIC)
+            for vip in vsvip.body.get("vip", []):
                 addr = (vip.get("ip_address") or {}).get("addr")
-                for index, se_uuid in enumerate(where.active if addr else ()):
-                    wanted[(se_uuid, addr)] = wanted.get((se_uuid, addr), False) or index == 0
+                if not addr or not vip.get("enabled", True) or \
+                        (vsvip.uuid, str(vip.get("vip_id", "0"))) in self.vip_withheld:
+                    continue
+                for se_uuid, primary in holders.items():
+                    wanted[(se_uuid, addr)] = wanted.get((se_uuid, addr), False) or primary
         removals = [key for key in self.plumbed if key not in wanted]
         changes = [(key, primary) for key, primary in wanted.items()
-                   if self.plumbed.get(key) != primary]
+                   if self.plumbed.get(key) != primary and key[0] not in self._creating]
         if removals:
             await asyncio.gather(*(self._plumb_vip(snap, key, None) for key in removals))
         if changes:
@@ -580,7 +953,7 @@ class ControlPlane:
         docs = {}
         for se_uuid in self.ses:
             document = build_se_document(snap, sorted(per_se.get(se_uuid, [])),
-                                         self.secrets_of)
+                                         self.secrets_of, withheld=self.vip_withheld)
             encoded = json.dumps(document, sort_keys=True).encode()
             version = hashlib.sha256(encoded).hexdigest()[:16]
             docs[se_uuid] = (version, document)
@@ -603,7 +976,11 @@ class ControlPlane:
             vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "")
             runtime.vip = [(v.get("ip_address") or {}).get("addr") for v in
                            (vsvip.body.get("vip", []) if vsvip else [])
-                           if (v.get("ip_address") or {}).get("addr")]
+                           if (v.get("ip_address") or {}).get("addr")
+                           and (vsvip.uuid, str(v.get("vip_id", "0"))) not in self.vip_withheld]
+            vip_problem = "; ".join(self.vip_problems.get(vsvip.uuid, [])) if vsvip else None
+            path = self._return_path(snap, vs)
+            runtime.return_path = path.value if path is not None else None
             where = result.placements.get(vs_uuid)
             ses = []
             serving = 0
@@ -638,6 +1015,8 @@ class ControlPlane:
             runtime.service_engines = ses
             if not vs.body.get("enabled", True):
                 state, reason = "OPER_DISABLED", "virtual service disabled"
+            elif vip_problem and not runtime.vip:
+                state, reason = "OPER_DOWN", vip_problem
             elif rejection:
                 state, reason = "OPER_DOWN", f"configuration rejected by {rejection}"
             elif serving:
@@ -651,6 +1030,9 @@ class ControlPlane:
                     s["se_name"] for s in ses if not s["config_applied"] or not s["connected"])
             else:
                 state, reason = "OPER_DOWN", result.unplaced.get(vs_uuid, "not placed")
+            if vip_problem and reason != vip_problem and state != "OPER_DISABLED":
+                # some VIPs serve, another has no usable address: say so
+                reason = f"{reason}; {vip_problem}" if reason else vip_problem
             if state != runtime.oper_status:
                 runtime.since = now
                 LOG.info("virtual service %s: %s%s", vs.name, state, f" ({reason})" if reason else "")
@@ -786,6 +1168,10 @@ class ControlPlane:
                 "servers": session.servers if session else {}}
 
 
+def _ranges_text(candidates) -> str:
+    return ", ".join(f"{begin}-{end}" for begin, end, _ in candidates)
+
+
 def _refs_named(body: Any, field: str) -> set[str]:
     """Every value of `field` anywhere in a nested object body."""
     found: set[str] = set()
@@ -824,10 +1210,11 @@ def _buffer_needed(group: placement.GroupSpec, result: placement.PlacementResult
 
 
 def build_se_document(snap: dict[str, dict[str, StoredObject]], vs_uuids: list[str],
-                      secrets_of: Callable[[StoredObject], dict[str, str]] = lambda o: {}
-                      ) -> dict[str, Any]:
+                      secrets_of: Callable[[StoredObject], dict[str, str]] = lambda o: {},
+                      withheld: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
     """The SE configuration document for these virtual services: the objects they use, with
-    references as UUIDs (docs/se-config.md)."""
+    references as UUIDs (docs/se-config.md). VIPs in `withheld` ((vsvip uuid, vip_id): their
+    address was refused) go without their address, so no SE serves them."""
     wanted: dict[str, set[str]] = {kind: set() for kind in SE_DOC_KINDS}
     for vs_uuid in vs_uuids:
         vs = snap["virtualservice"][vs_uuid]
@@ -880,7 +1267,9 @@ def build_se_document(snap: dict[str, dict[str, StoredObject]], vs_uuids: list[s
             if kind == "vsvip":
                 body.pop("cloud_ref", None)
                 body["vip"] = [{k: v for k, v in vip.items()
-                                if k not in ("network_ref", "subnet_uuid", "floating_ip")}
+                                if k not in ("network_ref", "subnet_uuid", "floating_ip")
+                                and not (k == "ip_address" and (obj.uuid, str(
+                                    vip.get("vip_id", "0"))) in withheld)}
                                for vip in body.get("vip", [])]
             items.append(body)
         if items:

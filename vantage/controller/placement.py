@@ -14,12 +14,16 @@ Rules (Avi's elastic HA modes):
 - `PLACEMENT_ALGO_PACKED` fills the busiest SE that has room; `PLACEMENT_ALGO_DISTRIBUTED`
   uses the least busy one and grows the group (up to `max_se`) before doubling up.
 - A placement on a healthy SE is kept (flows keep their SE); only what must move moves.
+
+`vip_holders()` applies the cloud's return path to a placement: which SEs hold the VIP.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
+
+from vantage.cloud.base import ReturnPath
 
 SHARED = "HA_MODE_SHARED"
 SHARED_PAIR = "HA_MODE_SHARED_PAIR"
@@ -206,3 +210,29 @@ def _place_active_standby(group: GroupSpec, members: list[SeStatus], demands: li
         if standby is None:
             result.unplaced[demand.uuid] = (f"SE group '{group.name}' has one SE: no standby "
                                             "for failover")
+
+
+def return_path(cloud_return_path: ReturnPath | None, se_tunnel_mode: int = 0) -> ReturnPath:
+    """The return path a virtual service uses: the SE group's `se_tunnel_mode` (1: tunnel to
+    the primary, 2: direct secondary return, as Avi spells it) overrides the cloud's."""
+    if se_tunnel_mode == 1:
+        return ReturnPath.SYMMETRIC
+    if se_tunnel_mode == 2:
+        return ReturnPath.ASYMMETRIC
+    return cloud_return_path or ReturnPath.ASYMMETRIC
+
+
+def vip_holders(where: VsPlacement, path: ReturnPath) -> dict[str, bool]:
+    """SE uuid -> primary flag of every SE that must hold the virtual service's VIPs.
+
+    Asymmetric: the primary owns the VIP (answers ARP) and every secondary holds it without
+    ARP, to answer the clients whose flows the primary hands it. Symmetric (OpenStack):
+    only the primary holds the VIP; secondaries reach clients through the primary, since
+    Neutron port security drops VIP-sourced frames from any other port. A standby holds
+    nothing until it is promoted.
+    """
+    if not where.active:
+        return {}
+    if path == ReturnPath.SYMMETRIC:
+        return {where.active[0]: True}
+    return {se: index == 0 for index, se in enumerate(where.active)}

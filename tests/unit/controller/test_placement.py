@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from vantage.cloud.base import ReturnPath
 from vantage.controller import placement
 from vantage.controller.placement import (
     ACTIVE_STANDBY,
@@ -311,3 +312,32 @@ def test_module_names_the_modes_as_avi_spells_them():
         "HA_MODE_SHARED", "HA_MODE_SHARED_PAIR", "HA_MODE_LEGACY_ACTIVE_STANDBY")
     assert (placement.PACKED, placement.DISTRIBUTED) == (
         "PLACEMENT_ALGO_PACKED", "PLACEMENT_ALGO_DISTRIBUTED")
+
+
+# -- return paths: which SEs hold the VIP --------------------------------------------------------
+
+def test_asymmetric_clouds_plumb_every_active_se_and_only_the_primary_answers_arp():
+    where = VsPlacement(("se-1", "se-2", "se-3"))
+    assert placement.vip_holders(where, ReturnPath.ASYMMETRIC) == {
+        "se-1": True, "se-2": False, "se-3": False}
+
+
+def test_symmetric_clouds_plumb_only_the_primary():
+    where = VsPlacement(("se-1", "se-2"))
+    assert placement.vip_holders(where, ReturnPath.SYMMETRIC) == {"se-1": True}
+
+
+@pytest.mark.parametrize("path", list(ReturnPath))
+def test_a_standby_holds_no_vip_until_promoted(path):
+    assert placement.vip_holders(VsPlacement(("se-1",), "se-2"), path) == {"se-1": True}
+    assert placement.vip_holders(VsPlacement(()), path) == {}
+
+
+@pytest.mark.parametrize(("cloud", "mode", "expected"), [
+    (ReturnPath.SYMMETRIC, 0, ReturnPath.SYMMETRIC),
+    (ReturnPath.ASYMMETRIC, 0, ReturnPath.ASYMMETRIC),
+    (None, 0, ReturnPath.ASYMMETRIC),
+    (ReturnPath.ASYMMETRIC, 1, ReturnPath.SYMMETRIC),
+    (ReturnPath.SYMMETRIC, 2, ReturnPath.ASYMMETRIC)])
+def test_se_tunnel_mode_overrides_the_clouds_return_path(cloud, mode, expected):
+    assert placement.return_path(cloud, mode) == expected
