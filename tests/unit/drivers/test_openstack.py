@@ -30,6 +30,9 @@ from openstack.test import fakes
 
 from tests.unit.drivers.fake_openstack import FakeOpenStack
 
+# openstacksdk warns about its own internals (find_* in Image.find, service_type, influxdb)
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack")
+
 OpenStackDriver = driver_module.OpenStackDriver
 SE_UUID = "serviceengine-0b7c3d1e-5a4f-4c2b-9e8d-7f6a5b4c3d2e"
 OTHER_SE = "serviceengine-1c8d4e2f-6b5a-4d3c-8f9e-8a7b6c5d4e3f"
