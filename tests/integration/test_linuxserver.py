@@ -1,8 +1,8 @@
 """The Linux server cloud against a real OpenSSH server (Debian openssh-server) on a loopback
 port: a `vantage-controller` installs an SE over SSH/SFTP into a virtualenv, the SE registers and
-serves a virtual service through a VIP plumbed on `lo`, a second driver adopts the running SE,
-and deleting removes its directory and process. A wrong host key and an unreachable host are
-refused with clear reasons.
+serves a virtual service through a VIP plumbed on `lo`, a second driver adopts the running SE
+and attaches data networks (host interfaces) to it, and deleting removes its directory and
+process. A wrong host key and an unreachable host are refused with clear reasons.
 
 The "remote host" is this machine: sshd runs as root with its own host key and an
 authorized test key, and the SEs it starts reach the controller on 127.0.0.1. Teardown stops
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -181,6 +182,7 @@ def test_an_se_is_installed_over_ssh_registers_serves_is_adopted_and_deleted(ssh
                 assert info.state == SeState.RUNNING
                 assert info.external_id == f"127.0.0.1:{pid}"
                 assert again.get_se(se["uuid"]).state == SeState.RUNNING
+                check_data_networks(again, se["uuid"])
             finally:
                 again.close()
 
@@ -198,6 +200,45 @@ def test_an_se_is_installed_over_ssh_registers_serves_is_adopted_and_deleted(ssh
         if vip is not None:
             subprocess.run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"], check=False,
                            capture_output=True)
+
+
+def ip_addresses(device: str) -> str:
+    return subprocess.run(["ip", "-4", "addr", "show", "dev", device], text=True,
+                          capture_output=True, check=True).stdout
+
+
+def check_data_networks(driver, se_uuid: str) -> None:
+    """attach_network/detach_network on the SE's host, through SSH: an interface that is
+    missing or down is refused; an attached one carries the VIPs of its subnet; detaching
+    removes them. The interface is one end of a veth pair whose other end stays down (so
+    nothing is sent anywhere), with a TEST-NET-2 address, made for this check and removed
+    after it."""
+    with pytest.raises(CloudError, match="has no interface 'nosuch0'"):
+        driver.attach_network(se_uuid, "nosuch0")
+    with pytest.raises(CloudError, match="SE .* runs on 127.0.0.1"):
+        driver.attach_network(se_uuid, "192.0.2.99/eth0")
+    # the data interface itself, as discover_networks names it
+    assert driver.attach_network(se_uuid, "127.0.0.1/lo") == "127.0.0.1"
+    dummy = f"vtd{secrets.token_hex(3)}"
+    subprocess.run(["ip", "link", "add", dummy, "type", "veth", "peer", "name", f"{dummy}p"],
+                   check=True)
+    try:
+        with pytest.raises(CloudError, match=f"interface '{dummy}' on .* is down"):
+            driver.attach_network(se_uuid, dummy)
+        subprocess.run(["ip", "addr", "add", "198.51.100.1/24", "dev", dummy], check=True)
+        subprocess.run(["ip", "link", "set", dummy, "up"], check=True)
+        assert driver.attach_network(se_uuid, dummy) == "198.51.100.1"
+        assert driver.attach_network(se_uuid, dummy) == "198.51.100.1"  # idempotent
+        # a VIP of the attached network's subnet goes on its interface, others stay on lo
+        driver.plumb_vip(se_uuid, "198.51.100.10")
+        assert "inet 198.51.100.10/32 " in ip_addresses(dummy)
+        assert "198.51.100.10" not in ip_addresses("lo")
+        driver.detach_network(se_uuid, dummy)
+        assert "198.51.100.10" not in ip_addresses(dummy)
+        driver.detach_network(se_uuid, dummy)  # not attached any more: nothing to do
+        driver.detach_network(se_uuid, "127.0.0.1/lo")
+    finally:
+        subprocess.run(["ip", "link", "del", dummy], check=False, capture_output=True)
 
 
 def test_a_wrong_host_key_is_refused_naming_both_fingerprints(sshd, tmp_path):

@@ -219,9 +219,40 @@ def test_create_clones_wires_and_boots_the_se(driver, inventory):
         assert extra["guestinfo.vantage.token"] == "tok-123"
         assert base64.b64decode(extra["guestinfo.vantage.controller_ca"]).decode() == \
             spec.bootstrap.controller_ca
+        # no static address given: the SE uses DHCP, and guestinfo says nothing of addresses
+        assert not [k for k in extra if k.startswith("guestinfo.vantage.mgmt_")]
         assert driver.get_se(spec.se_uuid).state == SeState.RUNNING
     finally:
         driver.delete_se(spec.se_uuid)
+
+
+def test_a_static_management_address_is_handed_over_in_guestinfo(driver, inventory):
+    spec = _spec(mgmt_ip="10.10.0.20/23", mgmt_gateway="10.10.0.1")
+    info = driver.create_se(spec)
+    try:
+        [vm] = _tagged(inventory, spec.se_uuid)
+        extra = {o.key: o.value for o in vm.config.extraConfig}
+        assert extra["guestinfo.vantage.mgmt_ip"] == "10.10.0.20"
+        assert extra["guestinfo.vantage.mgmt_netmask"] == "255.255.254.0"
+        assert extra["guestinfo.vantage.mgmt_gateway"] == "10.10.0.1"
+        # known without VMware Tools (vcsim has none)
+        assert info.mgmt_ip == "10.10.0.20"
+    finally:
+        driver.delete_se(spec.se_uuid)
+    # no gateway on the subnet: none in guestinfo; a malformed address makes no VM
+    spec = _spec(mgmt_ip="10.10.0.21/24")
+    driver.create_se(spec)
+    try:
+        [vm] = _tagged(inventory, spec.se_uuid)
+        extra = {o.key: o.value for o in vm.config.extraConfig}
+        assert extra["guestinfo.vantage.mgmt_netmask"] == "255.255.255.0"
+        assert "guestinfo.vantage.mgmt_gateway" not in extra
+    finally:
+        driver.delete_se(spec.se_uuid)
+    spec = _spec(mgmt_ip="10.10.0.300")
+    with pytest.raises(CloudError, match="not an address with a prefix"):
+        driver.create_se(spec)
+    assert _tagged(inventory, spec.se_uuid) == []
 
 
 def test_retried_create_adopts_the_existing_vm(driver, inventory):
@@ -362,9 +393,30 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
         try:
             body = {k: v for k, v in _cloud(vcsim).items() if k != "uuid"}
             cloud = ctrl.create("cloud", body | {"name": "vcsim-e2e"})
+
+            # the controller checks the cloud and records the port groups it offers; the
+            # admin then gives the management one static addresses for SEs (DHCP off)
+            def cloud_checked():
+                rt = ctrl.client().request("GET", f"/api/cloud/{cloud['uuid']}/runtime")
+                return rt if rt["state"] == "CLOUD_STATE_PLACEMENT_READY" else None
+            cloud_runtime = wait_for(cloud_checked, 30, "the cloud check")
+            assert cloud_runtime["return_path"] == "asymmetric"
+            assert cloud_runtime["networks_discovered"] >= 2
+            networks = {n["name"]: n for n in ctrl.client().list("network")
+                        if (n.get("cloud_ref") or "").endswith(cloud["uuid"])}
+            assert {"VM Network", "DC0_DVPG0"} <= set(networks), networks
+            mgmt = networks["VM Network"]
+            ctrl.client().put("network", mgmt["uuid"], {**mgmt, "dhcp_enabled": False,
+                              "configured_subnets": [{
+                                  "prefix": {"ip_addr": {"addr": "10.10.0.0"}, "mask": 24},
+                                  "gateway": {"addr": "10.10.0.1"},
+                                  "static_ip_ranges": [{"type": "STATIC_IPS_FOR_SE", "range": {
+                                      "begin": {"addr": "10.10.0.50"},
+                                      "end": {"addr": "10.10.0.59"}}}]}]})
             group = ctrl.create("serviceenginegroup", {
                 "name": "vsphere-ses", "cloud_ref": cloud["url"], "max_se": 1,
-                "buffer_se": 0, "vcpus_per_se": 2, "memory_per_se": 2048})
+                "buffer_se": 0, "vcpus_per_se": 2, "memory_per_se": 2048,
+                "mgmt_network_ref": mgmt["url"]})
             pool = ctrl.create("pool", {"name": "vm-pool", "servers": [backend.as_server()]})
             vsvip = ctrl.create("vsvip", {"name": "vm-vip", "vip": [
                 {"vip_id": "0", "auto_allocate_ip": True}]})
@@ -386,6 +438,12 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
             assert boot["se_uuid"] == se["uuid"]
             assert boot["controller_url"].startswith("https://127.0.0.1:")
             assert "BEGIN CERTIFICATE" in boot["controller_ca"]
+            # its static management address: the first of the network's SE range, recorded
+            # on the SE so that no VIP or other SE gets it
+            assert (boot["mgmt_ip"], boot["mgmt_netmask"], boot["mgmt_gateway"]) == \
+                ("10.10.0.50", "255.255.255.0", "10.10.0.1")
+            assert se["mgmt_ip_address"]["addr"] == "10.10.0.50"
+            assert [n.name for n in vm.network][:1] == ["VM Network"]
             state = tmp_path / "se"
             state.mkdir()
             (state / "bootstrap.json").write_text(json.dumps(boot))
@@ -399,17 +457,7 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
             vip = runtime["vip_summary"][0]["ip_address"]["addr"]
             assert http_get(vip, 8080)[0] == 200
             assert http_get(vip, 8080)[1].strip() == "vm-backend"
-
-            # the controller checked the cloud and recorded the port groups it offers
-            def cloud_checked():
-                rt = ctrl.client().request("GET", f"/api/cloud/{cloud['uuid']}/runtime")
-                return rt if rt["state"] == "CLOUD_STATE_PLACEMENT_READY" else None
-            cloud_runtime = wait_for(cloud_checked, 30, "the cloud check")
-            assert cloud_runtime["return_path"] == "asymmetric"
-            assert cloud_runtime["networks_discovered"] >= 2
-            names = {n["name"] for n in ctrl.client().list("network")
-                     if (n.get("cloud_ref") or "").endswith(cloud["uuid"])}
-            assert {"VM Network", "DC0_DVPG0"} <= names, names
+            assert runtime["return_path"] == "asymmetric"
         finally:
             for proc in se_procs:
                 proc.kill()

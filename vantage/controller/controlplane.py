@@ -452,6 +452,8 @@ class ControlPlane:
             record.state, record.reason = "failed", f"{type(exc).__name__}: {exc}"
         else:
             LOG.info("created SE %s (%s): %s", spec.name, spec.se_uuid, info.state.value)
+            # se_create_timeout is the time to register once the cloud made the SE
+            record.created_at = time.time()
         finally:
             self._creating.pop(spec.se_uuid, None)
             self.wake()

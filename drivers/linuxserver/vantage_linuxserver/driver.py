@@ -6,15 +6,22 @@ bootstrap file (0600), its state directory, `se.pid` and `se.log`. It runs as a 
 (`vantage-se-<uuid>.service`) when systemd runs on the host, else as a detached background
 process with a pid file. Which host an SE went to is recorded under
 `<state_path>/linuxserver/<cloud uuid>/<se uuid>.json` before anything is made there, so a
-create retried after a crash goes back to the same host and adopts the running SE.
+create retried after a crash goes back to the same host and adopts the running SE. The same
+record holds the VIPs plumbed for the SE and the data networks (host interfaces) attached to it.
+
+The SE package is built once per source version; the build starts in the background when the
+cloud's configuration first checks out (validate), so the first create does not wait ~15 s
+for it at the controller's start.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import logging
+import re
 import shlex
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,8 @@ from vantage_linuxserver.ssh import CommandFailed, SshHost, load_private_key
 LOG = logging.getLogger("vantage_linuxserver")
 
 FIELD = "linuxserver_configuration"
+#: a Linux interface name (IFNAMSIZ: at most 15 characters, no slash or whitespace)
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
 def _config(cloud: dict[str, Any]) -> LinuxServerConfiguration:
@@ -89,6 +98,7 @@ class LinuxServerDriver(CloudDriver):
         self.records = Path(state_path) / "linuxserver" / str(cloud.get("uuid") or "cloud")
         self._hosts: dict[str, SshHost] = {}
         self._lock = threading.Lock()
+        self._placing = threading.Lock()
         self._next = 0
         # a bad configuration surfaces from validate() and every call, not at construction
         try:
@@ -140,16 +150,21 @@ class LinuxServerDriver(CloudDriver):
         tmp.write_text(json.dumps(record))
         tmp.replace(self.records / f"{se_uuid}.json")
 
-    def _note_vip(self, se_uuid: str, vip: str, device: str | None) -> None:
-        """Remember (or forget) a VIP plumbed for the SE, so delete_se removes it too."""
+    def _change_record(self, se_uuid: str, change: Callable[[dict[str, Any]], None]) -> None:
         with self._lock:
             record = self._read_record(se_uuid)
+            change(record)
+            self._write_record(se_uuid, record)
+
+    def _note_vip(self, se_uuid: str, vip: str, device: str | None) -> None:
+        """Remember (or forget) a VIP plumbed for the SE, so delete_se removes it too."""
+        def change(record: dict[str, Any]) -> None:
             vips = record.setdefault("vips", {})
             if device is None:
                 vips.pop(vip, None)
             else:
                 vips[vip] = device
-            self._write_record(se_uuid, record)
+        self._change_record(se_uuid, change)
 
     def _choose_host(self) -> str:
         """The host with the fewest SEs of this cloud; ties go round robin."""
@@ -176,6 +191,8 @@ class LinuxServerDriver(CloudDriver):
             if status != 0:
                 raise CloudConfigError(f"{FIELD}.se_python",
                                        f"{host.name} has no {config.se_python}")
+        # the configuration works: build the SE package now rather than at the first create
+        package.build_in_background(self.state_path)
 
     def return_path(self) -> ReturnPath:
         return ReturnPath.ASYMMETRIC
@@ -203,11 +220,12 @@ class LinuxServerDriver(CloudDriver):
 
     def create_se(self, spec: SeSpec) -> SeInfo:
         config = self._conf()
-        address = self._record(spec.se_uuid)
-        fresh = address is None
-        if fresh:
-            address = self._choose_host()
-            self._write_record(spec.se_uuid, {"host": address})
+        with self._placing:  # creates run concurrently: each sees the others' choices
+            address = self._record(spec.se_uuid)
+            fresh = address is None
+            if fresh:
+                address = self._choose_host()
+                self._write_record(spec.se_uuid, {"host": address})
         host = self._host(address)
         directory = self._dir(spec.se_uuid)
         try:
@@ -375,8 +393,18 @@ class LinuxServerDriver(CloudDriver):
         iface = (entry.data_interface if entry else None) or self._conf().data_interface
         return self._host(address), iface
 
+    def _vip_iface(self, se_uuid: str, vip: str, default: str) -> str:
+        """The attached data network whose subnets hold `vip`, else the data interface."""
+        address = ipaddress.ip_address(vip)
+        for attached in self._read_record(se_uuid).get("networks", {}).values():
+            for subnet in attached.get("subnets", []):
+                if address in ipaddress.ip_network(subnet):
+                    return attached["interface"]
+        return default
+
     def plumb_vip(self, se_uuid: str, vip: str, *, primary: bool = True) -> None:
         host, iface = self._iface(se_uuid)
+        iface = self._vip_iface(se_uuid, vip, iface)
         # a secondary holds the VIP on lo: it accepts the traffic the primary spreads to it
         # without answering ARP for it (with arp_ignore=1 on the data interface)
         device = iface if primary else "lo"
@@ -395,8 +423,93 @@ class LinuxServerDriver(CloudDriver):
 
     def unplumb_vip(self, se_uuid: str, vip: str) -> None:
         host, iface = self._iface(se_uuid)
-        self._unplumb(host, vip, dict.fromkeys((iface, "lo")))
+        plumbed = self._read_record(se_uuid).get("vips", {}).get(vip)
+        self._unplumb(host, vip, dict.fromkeys(d for d in (plumbed, iface, "lo") if d))
         self._note_vip(se_uuid, vip, None)
+
+    # data networks: interfaces of the SE's host --------------------------------------------
+
+    def _network_iface(self, se_uuid: str, network: str) -> tuple[SshHost, str]:
+        """The SE's host and the interface `network` names: an interface name ("eth1"), or a
+        discovered network "<host_ip>/<interface>" of the SE's own host."""
+        host, _ = self._iface(se_uuid)
+        iface = network
+        if "/" in network:
+            owner, _, iface = network.rpartition("/")
+            if owner != host.address:
+                known = {h.host_ip for h in self._conf().hosts}
+                where = "a host not in hosts" if owner not in known else f"host {owner}"
+                raise CloudError(f"network {network!r} is an interface of {where}, and SE "
+                                 f"{se_uuid} runs on {host.address}: attach a network of "
+                                 "its own host")
+        if not _IFNAME.match(iface):
+            raise CloudError(f"network {network!r}: {iface!r} is not a Linux interface name "
+                             "(give e.g. eth1, or <host_ip>/eth1 as discovered)")
+        return host, iface
+
+    def attach_network(self, se_uuid: str, network: str) -> str | None:
+        """Give the SE a data network. On a Linux server that is one of its host's
+        interfaces: it must exist and be up; the driver neither creates nor configures
+        interfaces (the host's own network configuration owns them). The interface and its
+        IPv4 subnets are recorded for the SE, so VIPs inside those subnets are plumbed on it
+        rather than on `data_interface`. Idempotent.
+
+        :returns: the host's first IPv4 address on the interface, if it has one.
+        :raises CloudError: the interface is missing or down, or on another host.
+        """
+        host, iface = self._network_iface(se_uuid, network)
+        q = shlex.quote(iface)
+        status, output = host.run(f"ip -j link show dev {q} && echo '@@' && "
+                                  f"ip -j -4 addr show dev {q}", check=False)
+        if status != 0 or "@@" not in output:
+            raise CloudError(f"{host.name} has no interface {iface!r} (network {network!r}): "
+                             f"{output.strip()[-200:]}; name an interface of the host "
+                             "(`ip link` lists them)")
+        link_part, _, addr_part = output.partition("@@")
+        try:
+            links = json.loads(link_part or "[]")
+            addrs = [a for link in json.loads(addr_part or "[]")
+                     for a in link.get("addr_info", [])]
+            flags = links[0].get("flags", []) if links else []
+            subnets = sorted({str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")
+                                  .network) for a in addrs})
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CloudError(f"{host.name}: cannot read interface {iface!r} from `ip -j` "
+                             f"(iproute2 too old?): {exc}") from None
+        if "UP" not in flags:
+            raise CloudError(f"interface {iface!r} on {host.name} is down (network "
+                             f"{network!r}): bring it up in the host's network configuration "
+                             f"(e.g. `ip link set {iface} up`)")
+
+        def change(record: dict[str, Any]) -> None:
+            record.setdefault("networks", {})[network] = {"interface": iface,
+                                                           "subnets": subnets}
+        self._change_record(se_uuid, change)
+        LOG.info("SE %s: data network %s is interface %s on %s (%s)", se_uuid, network, iface,
+                 host.name, ", ".join(subnets) or "no IPv4 address")
+        return addrs[0]["local"] if addrs else None
+
+    def detach_network(self, se_uuid: str, network: str) -> None:
+        """Forget the SE's data network and remove the VIPs plumbed on its interface (unless
+        that is the data interface, whose VIPs stay); the interface itself stays as the host
+        has it. A network not attached is not an error."""
+        record = self._read_record(se_uuid)
+        attached = record.get("networks", {}).get(network)
+        if attached is None:
+            return
+        host, data_iface = self._iface(se_uuid)
+        iface = attached["interface"]
+        # VIPs on the data interface are not the network's: they stay
+        for vip, device in list(record.get("vips", {}).items()):
+            if device == iface != data_iface:
+                self._unplumb(host, vip, (iface,))
+                self._note_vip(se_uuid, vip, None)
+
+        def change(current: dict[str, Any]) -> None:
+            current.get("networks", {}).pop(network, None)
+        self._change_record(se_uuid, change)
+        LOG.info("SE %s: data network %s (%s on %s) detached", se_uuid, network, iface,
+                 host.name)
 
     def _unplumb(self, host: SshHost, vip: str, devices) -> None:
         q = shlex.quote

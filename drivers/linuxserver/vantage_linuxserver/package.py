@@ -1,7 +1,10 @@
 """The SE package copied to Linux servers: a wheel of the installed Vantage source tree plus the
-wheels of every dependency, so hosts install offline (`pip install --no-index`). Built once per
-controller run into `<state_path>/linuxserver/wheelhouse-<hash>/` and reused while the source
-does not change."""
+wheels of every dependency, so hosts install offline (`pip install --no-index`). Built into
+`<state_path>/linuxserver/wheelhouse-<hash of the source>/` and reused, across controller
+restarts too, while the source does not change. Building takes a while (pip builds a wheel
+and downloads the dependencies' wheels), so the driver starts it in the background as soon as
+the cloud's configuration checks out (`build_in_background`); a create waits for that build
+instead of starting its own."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +24,9 @@ LOG = logging.getLogger("vantage_linuxserver.package")
 _lock = threading.Lock()
 #: wheelhouse directory by source hash, built by this process
 _built: dict[str, Path] = {}
+#: state path -> the thread building its wheelhouse in the background
+_background: dict[str, threading.Thread] = {}
+_background_lock = threading.Lock()
 
 _SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md")
 
@@ -56,6 +62,29 @@ def _run(command: list[str], what: str) -> None:
                          f"{result.returncode}: {(result.stdout + result.stderr).strip()[-800:]}")
 
 
+def build_in_background(state_path: str) -> None:
+    """Start building the wheelhouse in a daemon thread, unless a build for `state_path` runs
+    or ran in this process. A failure is logged; the next `wheelhouse()` call raises it."""
+    with _background_lock:
+        thread = _background.get(state_path)
+        if thread is not None:
+            return
+        thread = threading.Thread(target=_build_quietly, args=(state_path,), daemon=True,
+                                  name="se-package-build")
+        _background[state_path] = thread
+        thread.start()
+
+
+def _build_quietly(state_path: str) -> None:
+    try:
+        wheelhouse(state_path)
+    except CloudError as exc:
+        LOG.warning("building the SE package in the background failed (a create will try "
+                    "again): %s", exc.reason)
+    except Exception:  # a thread has nobody else to tell
+        LOG.exception("building the SE package in the background failed")
+
+
 def wheelhouse(state_path: str) -> Path:
     """A directory with the `vantage` wheel and all its dependencies' wheels.
 
@@ -72,6 +101,8 @@ def wheelhouse(state_path: str) -> Path:
             _built[key] = target
             return target
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in base.glob("build-*"):  # left by a controller stopped mid-build
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=base, prefix="build-") as tmp:
             # build from a copy: an in-tree build would leave build/ in the checkout
             src = Path(tmp) / "src"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import ipaddress
 import logging
 import re
 import socket
@@ -55,6 +56,25 @@ def _transient(exc: BaseException) -> bool:
     """Worth another try: the connection broke, or the session expired."""
     return isinstance(exc, (OSError, http.client.HTTPException, vim.fault.NotAuthenticated)) \
         and not isinstance(exc, ssl.SSLCertVerificationError)
+
+
+def _static_mgmt(spec: SeSpec) -> dict[str, str]:
+    """guestinfo keys (after `guestinfo.vantage.`) of the SE's static management address:
+    mgmt_ip, mgmt_netmask (dotted for IPv4, the prefix length for IPv6) and, when the
+    subnet has one, mgmt_gateway. Empty when the SE uses DHCP."""
+    if not spec.mgmt_ip:
+        return {}
+    try:
+        iface = ipaddress.ip_interface(spec.mgmt_ip)
+    except ValueError:
+        raise CloudError(f"SE {spec.name}: static management address {spec.mgmt_ip!r} is not "
+                         "an address with a prefix (10.0.0.20/24)") from None
+    keys = {"mgmt_ip": str(iface.ip),
+            "mgmt_netmask": str(iface.netmask) if iface.version == 4
+            else str(iface.network.prefixlen)}
+    if spec.mgmt_gateway:
+        keys["mgmt_gateway"] = spec.mgmt_gateway
+    return keys
 
 
 def _fault_text(exc: BaseException) -> str:
@@ -347,7 +367,11 @@ class VSphereDriver(CloudDriver):
             if vm.runtime.powerState != vim.VirtualMachinePowerState.poweredOn:
                 self._wait_task(vm.PowerOnVM_Task(), f"powering on {spec.name}")
         self._call(f"powering on SE {spec.name}", power_on)
-        return self._info(spec.se_uuid, vm, wait_ip=True)
+        info = self._info(spec.se_uuid, vm, wait_ip=not spec.mgmt_ip)
+        if spec.mgmt_ip and not info.mgmt_ip:
+            # a static address is known without asking VMware Tools
+            info.mgmt_ip = spec.mgmt_ip.partition("/")[0]
+        return info
 
     def _clone(self, spec: SeSpec) -> Any:
         where = self._placement()
@@ -373,6 +397,8 @@ class VSphereDriver(CloudDriver):
                 extra.append(vim.option.OptionValue(
                     key=GUESTINFO + "controller_ca",
                     value=base64.b64encode(boot.controller_ca.encode()).decode()))
+        extra += [vim.option.OptionValue(key=GUESTINFO + k, value=v)
+                  for k, v in _static_mgmt(spec).items()]
         # the tag travels with the clone itself, so a retried create finds a half-made SE
         clone_spec = vim.vm.CloneSpec(
             location=vim.vm.RelocateSpec(pool=where["pool"], datastore=where["datastore"]),
