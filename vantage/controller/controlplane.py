@@ -12,6 +12,7 @@ history, return path) is kept here and served by the API.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import dataclasses
 import hashlib
@@ -75,6 +76,10 @@ class VsRuntime:
 
 def _ip_type(address: str) -> str:
     return "V6" if ":" in address else "V4"
+
+
+class _AllocationPending(Exception):
+    """A VIP's allocate_vip call is to run in the pass's pool (ControlPlane._allocate_vips)."""
 
 
 @dataclasses.dataclass
@@ -141,6 +146,26 @@ class ControlPlane:
         self.plumbed: dict[tuple[str, str], bool] = {}
         #: (SE uuid, VIP) -> the last plumbing error, logged once
         self._plumb_errors: dict[tuple[str, str], str] = {}
+        #: (SE uuid, VIP) -> the cloud network ID of a plumbed VIP, when its network is known
+        self._plumbed_network: dict[tuple[str, str], str] = {}
+        #: SE uuid -> cloud network ID -> the SE's interface there (from its create or from
+        #: attach_network); kept in the state directory so that a restarted controller still
+        #: detaches what it attached
+        self.se_networks_file = state / "se-networks.json"
+        self.se_networks: dict[str, dict[str, dict[str, Any]]] = self._load_se_networks()
+        #: (SE uuid, cloud network ID) -> its attach_network or detach_network call, running
+        #: in the background, and which of the two it is
+        self._wiring: dict[tuple[str, str], tuple[str, asyncio.Task]] = {}
+        #: bounds the attach/detach calls running at once
+        self._wiring_slots = asyncio.Semaphore(self.NETWORK_CALLS_AT_ONCE)
+        #: (SE uuid, cloud network ID) -> the last failed attach or detach (retried after a
+        #: backoff): op, network name, reason, monotonic time, consecutive failures
+        self.network_errors: dict[tuple[str, str], dict[str, Any]] = {}
+        #: virtual service uuid -> the cloud network IDs of its VIPs, this pass
+        self._vs_networks: dict[str, set[str]] = {}
+        #: "<vsvip uuid>/<vip_id>" -> (request, allocation or CloudError) of an allocate_vip
+        #: call made in the pass's pool, taken by the allocation that follows it
+        self._vip_prefetched: dict[str, tuple[VipRequest, Any]] = {}
         self.analytics = AnalyticsStore(str(state / "analytics.db"))
         self.analytics_sinks: list = [self.analytics.ingest]
         #: SE uuid -> its latest metrics message (cumulative counters)
@@ -182,6 +207,8 @@ class ControlPlane:
             if task is not None and not task.done():
                 task.cancel()
         for task in list(self._creating.values()):
+            task.cancel()
+        for _op, task in list(self._wiring.values()):
             task.cancel()
         self.analytics.flush()
 
@@ -428,20 +455,28 @@ class ControlPlane:
             return
         token, expires = self.credentials.issue_token(obj.uuid)
         body = group_obj.body
+        cloud = snap["cloud"].get(body.get("cloud_ref") or "")
+        # the SE starts with an interface in every network its group's VIPs use (those
+        # placed and those waiting for it), so that taking over a virtual service needs no
+        # attach; later ones follow placement (_plumb_vips)
+        data = self._group_data_networks(snap, group_obj)
         spec = SeSpec(se_uuid=obj.uuid, name=name, se_group=group.name,
                       vcpus=body.get("vcpus_per_se", 1), memory_mb=body.get("memory_per_se", 2048),
                       disk_gb=body.get("disk_per_se", 15),
-                      mgmt_network=mgmt_network.name if mgmt_network else None,
+                      mgmt_network=(_cloud_network_id(cloud, mgmt_network)
+                                    if mgmt_network else None),
                       mgmt_ip=mgmt[0] if mgmt else None, mgmt_gateway=mgmt[1] if mgmt else None,
+                      data_networks=tuple(data), extra=_se_extra(body),
                       bootstrap=Bootstrap(self.controller_url, obj.uuid, token,
                                           self.controller_ca, expires))
         # in the background: a cloud that takes minutes (an SE package built and copied, a VM
         # cloned) holds neither the loop nor the other virtual services; the SE counts as
         # pending meanwhile, and the call's own retries bound it
         self._creating[obj.uuid] = asyncio.get_running_loop().create_task(
-            self._run_create(driver, spec, record))
+            self._run_create(driver, spec, record, data))
 
-    async def _run_create(self, driver: CloudDriver, spec: SeSpec, record: SeRecord) -> None:
+    async def _run_create(self, driver: CloudDriver, spec: SeSpec, record: SeRecord,
+                          data: dict[str, StoredObject] | None = None) -> None:
         try:
             info = await asyncio.to_thread(driver.create_se, spec)
         except CloudError as exc:
@@ -454,9 +489,22 @@ class ControlPlane:
             LOG.info("created SE %s (%s): %s", spec.name, spec.se_uuid, info.state.value)
             # se_create_timeout is the time to register once the cloud made the SE
             record.created_at = time.time()
+            if data and record.uuid in self.ses:
+                now = time.time()
+                self.se_networks[record.uuid] = {
+                    net_id: _network_entry(network.name, network.uuid,
+                                           info.data_ips.get(net_id), "create", now)
+                    for net_id, network in data.items()}
+                self._save_se_networks()
         finally:
             self._creating.pop(spec.se_uuid, None)
             self.wake()
+
+    def _se_data_addresses(self) -> set[str]:
+        """Addresses the clouds gave SEs in their data networks (attach_network)."""
+        # copies: this runs in the allocation thread while attach calls finish on the loop
+        return {entry["address"] for networks in list(self.se_networks.values())
+                for entry in list(networks.values()) if entry.get("address")}
 
     def _se_mgmt_address(self, snap, group: StoredObject) -> tuple[str, str | None] | None:
         """A static management address ("10.0.0.20/24") and gateway for a new SE of `group`,
@@ -478,7 +526,8 @@ class ControlPlane:
                 f"management network {network.name!r} has dhcp_enabled false and no static "
                 "range for SEs: add configured_subnets[].static_ip_ranges of type "
                 "STATIC_IPS_FOR_SE (or STATIC_IPS_FOR_VIP_AND_SE), or enable DHCP")
-        found = ipam.first_free(candidates, self._addresses_in_use(snap))
+        found = ipam.first_free(candidates,
+                                self._addresses_in_use(snap) | self._se_data_addresses())
         if found is None:
             raise ipam.IpamError(
                 f"no free address in the SE ranges of management network {network.name!r} "
@@ -530,6 +579,9 @@ class ControlPlane:
             await session.channel.close(4001)
         self.credentials.forget(record.uuid)
         self.ses.pop(record.uuid, None)
+        # its interfaces went with it
+        if self.se_networks.pop(record.uuid, None) is not None:
+            self._save_se_networks()
         await asyncio.to_thread(self._forget_se, record.uuid)
 
     def _forget_se(self, se_uuid: str) -> None:
@@ -593,14 +645,25 @@ class ControlPlane:
 
     # VIPs ----------------------------------------------------------------------------------
 
-    def _allocate_vips(self, snap) -> None:
+    #: allocate_vip calls of one pass running at once (each in a thread)
+    VIP_ALLOCATIONS_AT_ONCE = 8
+
+    def _allocate_vips(self, snap, *, prefetch: bool = True) -> None:
         """Give every VIP of every vsvip its address, in the vsvip's cloud (`cloud_ref`, else
         the default cloud): the cloud's own IPAM when its driver has one (allocate_vip), else
         the static VIP ranges of the VIP's `network` (the local cloud: its VIP range when the
         VIP names no network). A user-given address is checked against its network's
         subnets. What a driver reserved is released when its VIP or vsvip goes. Problems
-        are kept per vsvip for the virtual services' runtime and logged once."""
+        are kept per vsvip for the virtual services' runtime and logged once.
+
+        New reservations in a cloud with an IPAM are not asked for one after the other (a
+        slow Neutron times many VIPs would hold the pass): a first round collects them, they
+        run at once in a bounded pool, and a second round takes their answers."""
         used = self._addresses_in_use(snap)
+        # an address recorded for a VIP whose body does not show it yet is taken too
+        used |= {r["address"] for r in self.vip_allocations.values() if r.get("address")}
+        used |= self._se_data_addresses()
+        pending: dict[str, tuple[CloudDriver, VipRequest]] | None = {} if prefetch else None
         default_cloud = self._default_cloud(snap)
         problems: dict[str, list[str]] = {}
         withheld: set[tuple[str, str]] = set()
@@ -619,7 +682,7 @@ class ControlPlane:
         for uuid, vsvip in snap["vsvip"].items():
             cloud = snap["cloud"].get(vsvip.body.get("cloud_ref") or "") or default_cloud
             body = copy.deepcopy(vsvip.body)
-            changed = False
+            changed = waiting = False
             for index, vip in enumerate(body.get("vip", [])):
                 key = f"{uuid}/{vip.get('vip_id', '0')}"
                 seen.add(key)
@@ -627,8 +690,14 @@ class ControlPlane:
                     if cloud is None:
                         raise ipam.IpamError("cloud_ref: the vsvip has no cloud, and there is "
                                              "no Default-Cloud")
-                    changed |= self._allocate_vip(snap, cloud, vsvip, index, vip, used)
+                    changed |= self._allocate_vip(snap, cloud, vsvip, index, vip, used,
+                                                  pending)
                     problem = None
+                except _AllocationPending:
+                    # asked for below; the second round writes this vsvip
+                    withheld.add((uuid, str(vip.get("vip_id", "0"))))
+                    waiting = True
+                    continue
                 except ipam.IpamError as exc:
                     problem = exc.reason
                 except CloudError as exc:
@@ -637,20 +706,61 @@ class ControlPlane:
                 if problem is not None:
                     problems.setdefault(uuid, []).append(f"vsvip {vsvip.name!r} {problem}")
                     withheld.add((uuid, str(vip.get("vip_id", "0"))))
-            if changed:
+            if changed and not waiting:
                 self._write_vsvip(vsvip, body)
         for key in set(self._vip_logged) - seen:
             del self._vip_logged[key]
         self.vip_problems, self.vip_withheld = problems, withheld
         if json.dumps(self.vip_allocations, sort_keys=True) != before:
             self._save_vip_allocations()
+        if pending:
+            self._prefetch_vip_allocations(pending)
+            self._allocate_vips(snap, prefetch=False)
+            self._vip_prefetched.clear()  # an answer is for this pass only
+
+    def _prefetch_vip_allocations(self, pending: dict[str, tuple[CloudDriver, VipRequest]]
+                                  ) -> None:
+        """Run the drivers' allocate_vip calls at once, in a bounded pool; each answer (or
+        CloudError) waits in `_vip_prefetched` for the allocation that asked for it."""
+        def call(driver: CloudDriver, request: VipRequest) -> Any:
+            try:
+                return driver.allocate_vip(request)
+            except CloudError as exc:
+                return exc
+        workers = min(self.VIP_ALLOCATIONS_AT_ONCE, len(pending))
+        with concurrent.futures.ThreadPoolExecutor(workers, "vantage-vip") as pool:
+            futures = {key: pool.submit(call, driver, request)
+                       for key, (driver, request) in pending.items()}
+        for key, future in futures.items():
+            self._vip_prefetched[key] = (pending[key][1], future.result())
+
+    def _cloud_allocation(self, key: str, driver: CloudDriver, request: VipRequest,
+                          pending: dict[str, tuple[CloudDriver, VipRequest]] | None):
+        """driver.allocate_vip(request): its answer from the pass's pool, or, in the first
+        round, a place in that pool (_AllocationPending).
+
+        :raises CloudError: from the driver.
+        """
+        if type(driver).allocate_vip is CloudDriver.allocate_vip:
+            return None  # no IPAM of its own: nothing to wait for
+        done = self._vip_prefetched.pop(key, None)
+        if done is not None and done[0] == request:
+            if isinstance(done[1], CloudError):
+                raise done[1]
+            return done[1]
+        if pending is None:
+            return driver.allocate_vip(request)
+        pending[key] = (driver, request)
+        raise _AllocationPending(key)
 
     def _allocate_vip(self, snap, cloud: StoredObject, vsvip: StoredObject, index: int,
-                      vip: dict[str, Any], used: set[str]) -> bool:
+                      vip: dict[str, Any], used: set[str],
+                      pending: dict[str, tuple[CloudDriver, VipRequest]] | None = None) -> bool:
         """Allocate (or check) one VIP, changing `vip` in place; True if it changed.
 
         :raises ipam.IpamError: naming the VIP field to fix.
         :raises CloudError: from the cloud's driver.
+        :raises _AllocationPending: the driver's answer comes from the pass's pool.
         """
         vip_id = str(vip.get("vip_id", "0"))
         key = f"{vsvip.uuid}/{vip_id}"
@@ -704,7 +814,7 @@ class ControlPlane:
             if not record.get("driver") and wanted:
                 self._check_vip_address(snap, cloud, index, vip, wanted)
             return changed
-        allocation = driver.allocate_vip(request)
+        allocation = self._cloud_allocation(key, driver, request, pending)
         entry = {"cloud": cloud.uuid, "request": dataclasses.asdict(request),
                  "network_ref": network_ref, "driver": allocation is not None}
         if allocation is not None:
@@ -889,37 +999,63 @@ class ControlPlane:
         and secondaries hold it without ARP; with a symmetric one, only the primary holds it.
         Only changes reach the driver (`self.plumbed` remembers what it did); removals go
         first so a moved VIP is not held by two SEs at once; a failed call is retried next
-        pass, and an SE whose create call still runs is plumbed once it returns."""
+        pass, and an SE whose create call still runs is plumbed once it returns.
+
+        A VIP is plumbed on an SE only once the SE has an interface in the VIP's network
+        (Neutron allowed-address-pairs live on the port in that network): the networks of
+        the virtual services placed on an SE are attached (_wire_networks) and those no VIP
+        on it needs any more are detached, after their VIPs were unplumbed."""
         wanted: dict[tuple[str, str], bool] = {}
+        #: (SE uuid, VIP) -> the cloud network ID the VIP needs on that SE
+        vip_networks: dict[tuple[str, str], str] = {}
+        #: SE uuid -> cloud network ID -> network: the networks of the VIPs of the virtual
+        #: services placed on the SE (a standby too: it takes over without an attach)
+        needed: dict[str, dict[str, StoredObject]] = {}
+        vs_networks: dict[str, set[str]] = {}
         for vs_uuid, where in result.placements.items():
             vs = snap["virtualservice"].get(vs_uuid)
             vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "") if vs else None
             if vsvip is None:
                 continue
+            group = snap["serviceenginegroup"].get(self._vs_group(snap, vs) or "")
             holders = placement.vip_holders(where, self._return_path(snap, vs)
                                             or ReturnPath.ASYMMETRIC)
-            for vip in vsvip.body.get("vip", []):
+            placed_on = (*where.active, *([where.standby] if where.standby else []))
+            for index, vip in enumerate(vsvip.body.get("vip", [])):
                 addr = (vip.get("ip_address") or {}).get("addr")
                 if not addr or not vip.get("enabled", True) or \
                         (vsvip.uuid, str(vip.get("vip_id", "0"))) in self.vip_withheld:
                     continue
+                found = self._vip_network(snap, group, vsvip, index, vip) if group else None
+                if found is not None:
+                    vs_networks.setdefault(vs_uuid, set()).add(found[0])
+                    for se_uuid in placed_on:
+                        needed.setdefault(se_uuid, {})[found[0]] = found[1]
                 for se_uuid, primary in holders.items():
                     wanted[(se_uuid, addr)] = wanted.get((se_uuid, addr), False) or primary
+                    if found is not None:
+                        vip_networks[(se_uuid, addr)] = found[0]
+        self._vs_networks = vs_networks
         removals = [key for key in self.plumbed if key not in wanted]
-        changes = [(key, primary) for key, primary in wanted.items()
-                   if self.plumbed.get(key) != primary and key[0] not in self._creating]
         if removals:
             await asyncio.gather(*(self._plumb_vip(snap, key, None) for key in removals))
+        self._wire_networks(snap, result, needed)
+        changes = [(key, primary) for key, primary in wanted.items()
+                   if self.plumbed.get(key) != primary and key[0] not in self._creating
+                   and self._has_network(key[0], vip_networks.get(key))]
         if changes:
-            await asyncio.gather(*(self._plumb_vip(snap, key, primary)
+            await asyncio.gather(*(self._plumb_vip(snap, key, primary, vip_networks.get(key))
                                    for key, primary in changes))
 
-    async def _plumb_vip(self, snap, key: tuple[str, str], primary: bool | None) -> None:
-        """plumb_vip (primary True/False) or unplumb_vip (None) of one VIP on one SE."""
+    async def _plumb_vip(self, snap, key: tuple[str, str], primary: bool | None,
+                         network: str | None = None) -> None:
+        """plumb_vip (primary True/False) or unplumb_vip (None) of one VIP on one SE;
+        `network` is the cloud network ID of the VIP, when known."""
         se_uuid, vip = key
         record = self.ses.get(se_uuid)
         if record is None:  # the SE was deleted, and its plumbing with it
             self.plumbed.pop(key, None)
+            self._plumbed_network.pop(key, None)
             return
         try:
             driver = self._driver_for(snap, record.group)
@@ -937,10 +1073,246 @@ class ControlPlane:
         self._plumb_errors.pop(key, None)
         if primary is None:
             self.plumbed.pop(key, None)
+            self._plumbed_network.pop(key, None)
         else:
             self.plumbed[key] = primary
+            if network is not None:
+                self._plumbed_network[key] = network
             LOG.info("VIP %s plumbed on SE %s (%s)", vip, record.name,
                      "primary" if primary else "secondary")
+
+    # data networks -------------------------------------------------------------------------
+
+    #: attach_network/detach_network calls running at once (each in a thread)
+    NETWORK_CALLS_AT_ONCE = 8
+    #: seconds after which a call still running shows as a problem on the runtime; it keeps
+    #: running (the driver's own retries bound it) and nothing else is asked of that network
+    NETWORK_CALL_TIMEOUT = 120.0
+    #: seconds before a failed attach or detach is tried again, doubled on each failure in a
+    #: row up to NETWORK_RETRY_MAX (a network that does not exist is not asked for every pass)
+    NETWORK_RETRY_DELAY = 5.0
+    NETWORK_RETRY_MAX = 300.0
+
+    def _vip_network(self, snap, group: StoredObject, vsvip: StoredObject, index: int,
+                     vip: dict[str, Any]) -> tuple[str, StoredObject] | None:
+        """(cloud network ID, network) of a VIP, for the SEs of `group`: its `network_ref`;
+        else the network of the group's cloud whose configured subnet `subnet_uuid` names;
+        else the only one with a configured subnet holding the address; else the cloud's
+        only network with static VIP ranges. None when none is known, when it is not in the
+        group's cloud, or when it is the SEs' management network (every SE has that)."""
+        cloud = snap["cloud"].get(group.body.get("cloud_ref") or "") or \
+            self._default_cloud(snap)
+        if cloud is None:
+            return None
+        networks = self._cloud_networks(snap, cloud)
+        network = snap["network"].get(vip.get("network_ref") or "")
+        address = (vip.get("ip_address") or {}).get("addr")
+        if network is None and address and not vip.get("subnet_uuid"):
+            ip = ipaddress.ip_address(address)
+            holding = [n for n in networks if any(ip in s for s in ipam.subnets(n))]
+            network = holding[0] if len(holding) == 1 else None
+        if network is None and not vip.get("network_ref"):
+            try:
+                network, _ = ipam.vip_network(vip, index, cloud.name, snap["network"],
+                                              networks, required=False)
+            except ipam.IpamError:
+                network = None  # the VIP's allocation says why
+        if network is None or network.uuid not in {n.uuid for n in networks}:
+            return None
+        mgmt_ref = group.body.get("mgmt_network_ref")
+        if (network.uuid == mgmt_ref if mgmt_ref else
+                _configured_mgmt_network(cloud) in (network.name,
+                                                    network.body.get("external_uuid"))):
+            return None
+        return _cloud_network_id(cloud, network), network
+
+    def _group_data_networks(self, snap, group: StoredObject) -> dict[str, StoredObject]:
+        """Cloud network ID -> network of every VIP of the group's enabled virtual services
+        (placed or waiting for SEs), but the management network."""
+        found: dict[str, StoredObject] = {}
+        for vs in snap["virtualservice"].values():
+            if not vs.body.get("enabled", True) or self._vs_group(snap, vs) != group.uuid:
+                continue
+            vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "")
+            for index, vip in enumerate(vsvip.body.get("vip", []) if vsvip else []):
+                if not vip.get("enabled", True):
+                    continue
+                hit = self._vip_network(snap, group, vsvip, index, vip)
+                if hit is not None:
+                    found[hit[0]] = hit[1]
+        return dict(sorted(found.items()))
+
+    def _has_network(self, se_uuid: str, network: str | None) -> bool:
+        return network is None or network in self.se_networks.get(se_uuid, {})
+
+    def _wire_networks(self, snap, result: placement.PlacementResult,
+                       needed: dict[str, dict[str, StoredObject]]) -> None:
+        """Start attach_network for every network an SE needs and lacks, and detach_network
+        for every one no VIP on it needs any more and whose VIPs are unplumbed, in the
+        background (a Nova interface attach takes seconds: it holds neither the loop nor
+        other SEs). An SE with nothing placed on it (N+M buffer) keeps the interfaces its
+        group's VIPs use. A failure is kept for the runtimes and retried after a backoff."""
+        changed = False
+        for se_uuid in [se for se in self.se_networks if se not in self.ses]:
+            del self.se_networks[se_uuid]
+            changed = True
+        placed = {se for p in result.placements.values()
+                  for se in (*p.active, *([p.standby] if p.standby else []))}
+        plumbed_in = {(key[0], net) for key, net in self._plumbed_network.items()
+                      if key in self.plumbed}
+        group_networks: dict[str, set[str]] = {}
+        for se_uuid, record in list(self.ses.items()):
+            if se_uuid in self._creating or record.state == "failed":
+                continue
+            has = self.se_networks.get(se_uuid, {})
+            want = needed.get(se_uuid, {})
+            keep: set[str] = set()
+            if se_uuid not in placed and has:
+                if record.group not in group_networks:
+                    group = snap["serviceenginegroup"].get(record.group)
+                    group_networks[record.group] = set(
+                        self._group_data_networks(snap, group) if group else ())
+                keep = group_networks[record.group]
+            for net_id, network in want.items():
+                if net_id not in has:
+                    self._start_wiring(snap, record, "attach", net_id, network.name,
+                                       network.uuid)
+            for net_id, entry in list(has.items()):
+                if net_id in want or net_id in keep or (se_uuid, net_id) in plumbed_in:
+                    continue
+                self._start_wiring(snap, record, "detach", net_id, entry.get("name", net_id),
+                                   entry.get("network_ref"))
+        # problems of what is no longer asked for go
+        for key, problem in list(self.network_errors.items()):
+            se_uuid, net_id = key
+            if se_uuid not in self.ses or (
+                    net_id not in needed.get(se_uuid, {}) if problem["op"] == "attach"
+                    else net_id not in self.se_networks.get(se_uuid, {})):
+                del self.network_errors[key]
+        if changed:
+            self._save_se_networks()
+
+    def _start_wiring(self, snap, record: SeRecord, op: str, net_id: str, name: str,
+                      network_ref: str | None) -> None:
+        key = (record.uuid, net_id)
+        if key in self._wiring:
+            return  # one call at a time per SE and network; the other op waits for it
+        problem = self.network_errors.get(key)
+        if problem is not None and problem["op"] == op:
+            backoff = min(self.NETWORK_RETRY_MAX,
+                          self.NETWORK_RETRY_DELAY * 2 ** (problem["failures"] - 1))
+            if time.monotonic() - problem["at"] < backoff:
+                return
+        try:
+            driver = self._driver_for(snap, record.group)
+        except CloudError as exc:
+            self._network_failed(key, record, op, name, exc.reason)
+            return
+        if driver is None:
+            return
+        self._wiring[key] = (op, asyncio.get_running_loop().create_task(
+            self._wire(driver, record, op, net_id, name, network_ref)))
+
+    async def _wire(self, driver: CloudDriver, record: SeRecord, op: str, net_id: str,
+                    name: str, network_ref: str | None) -> None:
+        """One attach_network or detach_network call, in a thread."""
+        key = (record.uuid, net_id)
+        reason = None
+        address = None
+        try:
+            async with self._wiring_slots:
+                call = asyncio.ensure_future(asyncio.to_thread(
+                    driver.attach_network if op == "attach" else driver.detach_network,
+                    record.uuid, net_id))
+                done, _ = await asyncio.wait({call}, timeout=self.NETWORK_CALL_TIMEOUT)
+                if not done:
+                    self._network_failed(key, record, op, name, "the cloud has not answered "
+                                         f"in {self.NETWORK_CALL_TIMEOUT:.0f} s; waiting")
+                address = await call
+        except CloudError as exc:
+            reason = exc.reason
+        except Exception as exc:  # a driver bug fails this call, not the controller
+            LOG.exception("SE %s: %s of network %s failed", record.name, op, name)
+            reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._wiring.pop(key, None)
+        if reason is not None:
+            self._network_failed(key, record, op, name, reason)
+            return
+        if self.network_errors.pop(key, None) is not None:
+            LOG.info("SE %s: network %s %s now", record.name, name,
+                     "attached" if op == "attach" else "detached")
+        if record.uuid in self.ses:
+            networks = self.se_networks.setdefault(record.uuid, {})
+            if op == "attach":
+                networks[net_id] = _network_entry(name, network_ref, address, "attach",
+                                                  time.time())
+                LOG.info("SE %s: attached to network %s%s", record.name, name,
+                         f" ({address})" if address else "")
+            else:
+                networks.pop(net_id, None)
+                if not networks:
+                    del self.se_networks[record.uuid]
+                LOG.info("SE %s: detached from network %s", record.name, name)
+            self._save_se_networks()
+        self.wake()
+
+    def _network_failed(self, key: tuple[str, str], record: SeRecord, op: str, name: str,
+                        reason: str) -> None:
+        previous = self.network_errors.get(key)
+        if previous is None or previous["reason"] != reason:
+            LOG.error("SE %s: %s network %s failed: %s", record.name,
+                      "attaching" if op == "attach" else "detaching", name, reason)
+        failures = previous["failures"] + 1 if previous and previous["op"] == op else 1
+        self.network_errors[key] = {"op": op, "network": name, "reason": reason,
+                                    "at": time.monotonic(), "failures": failures}
+
+    def _se_networks_view(self, se_uuid: str) -> list[dict[str, Any]]:
+        """The SE's data networks for its runtime: attached ones, calls under way, failures."""
+        view: dict[str, dict[str, Any]] = {
+            net_id: {"network": net_id, **entry, "state": "attached"}
+            for net_id, entry in self.se_networks.get(se_uuid, {}).items()}
+        for (se, net_id), (op, _task) in self._wiring.items():
+            if se == se_uuid:
+                view.setdefault(net_id, {"network": net_id})["state"] = op + "ing"
+        for (se, net_id), problem in self.network_errors.items():
+            if se == se_uuid:
+                item = view.setdefault(net_id, {"network": net_id, "name": problem["network"]})
+                item.setdefault("state", problem["op"] + "_failed")
+                item["reason"] = f"{problem['op']} failed: {problem['reason']}"
+        return [view[k] for k in sorted(view)]
+
+    def _network_problem(self, vs_uuid: str, where: placement.VsPlacement | None) -> str | None:
+        """Why SEs of a virtual service lack an interface in its VIPs' networks, if they do."""
+        networks = self._vs_networks.get(vs_uuid)
+        if not networks or where is None:
+            return None
+        problems = []
+        for se_uuid in (*where.active, *([where.standby] if where.standby else [])):
+            for net_id in sorted(networks):
+                problem = self.network_errors.get((se_uuid, net_id))
+                if problem is not None and problem["op"] == "attach":
+                    record = self.ses.get(se_uuid)
+                    problems.append(f"SE {record.name if record else se_uuid}: attaching "
+                                    f"network {problem['network']!r} failed: "
+                                    f"{problem['reason']}")
+        return "; ".join(problems) or None
+
+    def _load_se_networks(self) -> dict[str, dict[str, dict[str, Any]]]:
+        try:
+            saved = json.loads(self.se_networks_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(saved, dict):
+            return {}
+        return {se: {net: entry for net, entry in networks.items() if isinstance(entry, dict)}
+                for se, networks in saved.items() if isinstance(networks, dict)}
+
+    def _save_se_networks(self) -> None:
+        # a few hundred bytes per SE, written on the loop: no two writers race on the file
+        tmp = self.se_networks_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.se_networks, sort_keys=True))
+        tmp.replace(self.se_networks_file)
 
     # documents -----------------------------------------------------------------------------
 
@@ -1035,6 +1407,10 @@ class ControlPlane:
             if vip_problem and reason != vip_problem and state != "OPER_DISABLED":
                 # some VIPs serve, another has no usable address: say so
                 reason = f"{reason}; {vip_problem}" if reason else vip_problem
+            network_problem = self._network_problem(vs_uuid, where)
+            if network_problem and state != "OPER_DISABLED":
+                # an SE lacks its interface in a VIP's network: the VIP is not plumbed there
+                reason = f"{reason}; {network_problem}" if reason else network_problem
             if state != runtime.oper_status:
                 runtime.since = now
                 LOG.info("virtual service %s: %s%s", vs.name, state, f" ({reason})" if reason else "")
@@ -1167,7 +1543,47 @@ class ControlPlane:
                 "pid": session.pid if session else None,
                 "virtualservices": [vs for vs, p in self.placements.items()
                                     if se_uuid in p.active or p.standby == se_uuid],
+                "data_networks": self._se_networks_view(se_uuid),
                 "servers": session.servers if session else {}}
+
+
+def _cloud_network_id(cloud: StoredObject | None, network: StoredObject) -> str:
+    """How a cloud's driver names a network in SeSpec and attach_network: OpenStack takes a
+    Neutron ID (or a name, which may be ambiguous); vCenter a port group name (its
+    `external_uuid` is a moref the driver does not look up); a Linux server an interface
+    name or "<host_ip>/<interface>", which discovered networks carry as both."""
+    if cloud is not None and cloud.body.get("vtype") == "CLOUD_OPENSTACK":
+        return network.body.get("external_uuid") or network.name
+    return network.name
+
+
+def _configured_mgmt_network(cloud: StoredObject) -> str | None:
+    """The management network a cloud's configuration names (used by SE groups without
+    `mgmt_network_ref`)."""
+    body = cloud.body
+    if body.get("vtype") == "CLOUD_OPENSTACK":
+        return (body.get("openstack_configuration") or {}).get("mgmt_network_name")
+    if body.get("vtype") == "CLOUD_VCENTER":
+        return (body.get("vcenter_configuration") or {}).get("management_network")
+    return None
+
+
+def _se_extra(group: dict[str, Any]) -> dict[str, Any]:
+    """SeSpec.extra: the SE group's cloud-specific fields, under the keys drivers read
+    (OpenStack: `flavor` over the cloud's flavor, `availability_zones` over the cloud's)."""
+    extra: dict[str, Any] = {}
+    if group.get("instance_flavor"):
+        extra["flavor"] = group["instance_flavor"]
+    if group.get("openstack_availability_zones"):
+        extra["availability_zones"] = list(group["openstack_availability_zones"])
+    return extra
+
+
+def _network_entry(name: str, network_ref: str | None, address: str | None, origin: str,
+                   since: float) -> dict[str, Any]:
+    """What the controller remembers of an SE's interface in a data network."""
+    return {"name": name, "network_ref": network_ref, "address": address, "origin": origin,
+            "since": since}
 
 
 def _ranges_text(candidates) -> str:
