@@ -1120,9 +1120,9 @@ class ControlPlane:
         if network is None or network.uuid not in {n.uuid for n in networks}:
             return None
         mgmt_ref = group.body.get("mgmt_network_ref")
-        if (network.uuid == mgmt_ref if mgmt_ref else
-                _configured_mgmt_network(cloud) in (network.name,
-                                                    network.body.get("external_uuid"))):
+        configured = _configured_mgmt_network(cloud)
+        if (network.uuid == mgmt_ref if mgmt_ref else configured is not None and
+                configured in (network.name, network.body.get("external_uuid"))):
             return None
         return _cloud_network_id(cloud, network), network
 

@@ -1,5 +1,5 @@
-"""The control plane's VIP allocation, return paths and background SE creation, in-process on
-a real store, with the local cloud and two test clouds registered through `driver_classes`:
+"""The control plane's VIP allocation, return paths, background SE creation, SE sizing and
+data networks, in-process on a real store, with the local cloud and two test clouds registered through `driver_classes`:
 one with an IPAM of its own and a symmetric return path (as OpenStack has), one without
 (as vCenter has). The test clouds make nothing; they record what the controller asks of
 them, which is what these tests check. The real drivers have their own integration tests.
@@ -19,6 +19,7 @@ from tests.controllerlib import ADMIN_PASSWORD, make_conf
 from vantage.api.app import build_services
 from vantage.cloud.base import (
     CloudDriver,
+    CloudError,
     ReturnPath,
     SeInfo,
     SeSpec,
@@ -46,6 +47,8 @@ class RecordingCloud(CloudDriver):
         self.ses: dict[str, SeSpec] = {}
         #: when set, create_se waits for it (a slow cloud)
         self.gate: threading.Event | None = None
+        #: network -> the reason attach_network fails with there
+        self.refuse: dict[str, str] = {}
 
     def validate(self) -> None:
         pass
@@ -72,6 +75,15 @@ class RecordingCloud(CloudDriver):
 
     def unplumb_vip(self, se_uuid: str, vip: str) -> None:
         self.calls.append(("unplumb_vip", se_uuid, vip))
+
+    def attach_network(self, se_uuid: str, network: str) -> str | None:
+        self.calls.append(("attach_network", se_uuid, network))
+        if network in self.refuse:
+            raise CloudError(self.refuse[network])
+        return None
+
+    def detach_network(self, se_uuid: str, network: str) -> None:
+        self.calls.append(("detach_network", se_uuid, network))
 
     def named(self, call: str) -> list[tuple]:
         return [c for c in self.calls if c[0] == call]
@@ -130,9 +142,10 @@ class Harness:
     async def passes(self, count: int = 1) -> None:
         for _ in range(count):
             await self.cp.reconcile()
-            # let background creates finish (bounded: the test clouds answer at once)
+            # let background creates and network calls finish (bounded: the test clouds
+            # answer at once)
             for _ in range(500):
-                if not self.cp._creating:
+                if not self.cp._creating and not self.cp._wiring:
                     break
                 await asyncio.sleep(0.01)
 
@@ -179,12 +192,13 @@ def ipam_cloud(h: Harness, name: str = "os") -> dict[str, Any]:
 
 
 def data_network(h: Harness, cloud: dict[str, Any], *, ranges: list[tuple[str, str, str]],
-                 dhcp: bool = True, name: str = "pg-data") -> dict[str, Any]:
+                 dhcp: bool = True, name: str = "pg-data", subnet: str = "10.1.0",
+                 **extra) -> dict[str, Any]:
     return h.create("network", {
-        "name": name, "cloud_ref": cloud["url"], "dhcp_enabled": dhcp,
+        "name": name, "cloud_ref": cloud["url"], "dhcp_enabled": dhcp, **extra,
         "configured_subnets": [{
-            "prefix": {"ip_addr": {"addr": "10.1.0.0"}, "mask": 24},
-            "gateway": {"addr": "10.1.0.1"},
+            "prefix": {"ip_addr": {"addr": f"{subnet}.0"}, "mask": 24},
+            "gateway": {"addr": f"{subnet}.1"},
             "static_ip_ranges": [{"range": {"begin": {"addr": b}, "end": {"addr": e}},
                                   "type": t} for b, e, t in ranges]}]})
 
@@ -435,3 +449,150 @@ async def test_a_slow_create_runs_in_the_background(harness):
         driver.gate.set()
     await h.passes(2)
     assert driver.named("plumb_vip") == [("plumb_vip", se["se_ref"], "10.1.0.10", True)]
+
+
+# -- allocate_vip calls of one pass run at once ------------------------------------------------
+
+async def test_new_reservations_in_an_ipam_cloud_are_asked_for_at_once(harness):
+    h = harness
+    cloud = ipam_cloud(h)
+    vsvips = [h.create("vsvip", {"name": f"v{i}", "cloud_ref": cloud["url"],
+                                 "vip": [{"vip_id": "0", "auto_allocate_ip": True}]})
+              for i in range(3)]
+    with h.services.store.begin() as tx:
+        driver = h.cp.drivers[cloud["uuid"]] = h.cp.make_driver(tx.get(cloud["uuid"]))
+    # each call waits until all three run: asked one after the other, they never would
+    meeting = threading.Barrier(3, timeout=20)
+    allocate = driver.allocate_vip
+
+    def allocate_together(request):
+        meeting.wait()
+        return allocate(request)
+    driver.allocate_vip = allocate_together
+    await h.passes()
+    assert sorted(a for v in vsvips for a in vip_addresses(h, v)) == \
+        ["10.20.0.2", "10.20.0.3", "10.20.0.4"]
+    assert len(driver.named("allocate_vip")) == 3
+    assert h.cp.vip_problems == {}
+
+
+# -- SE sizing and data networks ---------------------------------------------------------------
+
+async def test_a_new_se_gets_its_groups_sizing_flavor_zones_and_networks_as_the_cloud_names_them(
+        harness):
+    h = harness
+    cloud = ipam_cloud(h)
+    mgmt = data_network(h, cloud, ranges=[], name="os-mgmt", subnet="10.0.0",
+                        external_uuid="net-mgmt-id")
+    data = data_network(h, cloud, ranges=[], name="os-data", external_uuid="net-data-id")
+    grp = group(h, cloud, "os-sized", max_se=1, vcpus_per_se=4, memory_per_se=8192,
+                disk_per_se=40, instance_flavor="m1.large",
+                openstack_availability_zones=["az1", "az2"], mgmt_network_ref=mgmt["url"])
+    # one VIP in the data network, one in the management network (every SE has that)
+    vsvip = h.create("vsvip", {"name": "sized", "cloud_ref": cloud["url"], "vip": [
+        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": data["url"]},
+        {"vip_id": "1", "auto_allocate_ip": True, "network_ref": mgmt["url"]}]})
+    vs_on(h, "vs-sized", grp, vsvip)
+    await h.passes(3)
+    driver = h.driver(cloud)
+    [(se_uuid, spec)] = driver.ses.items()
+    assert (spec.vcpus, spec.memory_mb, spec.disk_gb) == (4, 8192, 40)
+    # OpenStack takes Neutron IDs: the networks' external_uuid
+    assert spec.mgmt_network == "net-mgmt-id"
+    assert spec.data_networks == ("net-data-id",)
+    assert dict(spec.extra) == {"flavor": "m1.large", "availability_zones": ["az1", "az2"]}
+    # created in the VIP's network: plumbed without an attach
+    assert driver.named("attach_network") == []
+    assert {c[2] for c in driver.named("plumb_vip")} == {"10.20.0.2", "10.20.0.3"}
+    [network] = h.cp.se_runtime(se_uuid)["data_networks"]
+    assert (network["network"], network["name"], network["origin"], network["state"]) == \
+        ("net-data-id", "os-data", "create", "attached")
+
+
+async def test_data_networks_follow_placement_attached_before_plumbing_detached_after(harness):
+    h = harness
+    cloud = static_cloud(h)
+    net1 = data_network(h, cloud, name="pg-one", subnet="10.1.0",
+                        ranges=[("10.1.0.10", "10.1.0.20", "STATIC_IPS_FOR_VIP")])
+    net2 = data_network(h, cloud, name="pg-two", subnet="10.2.0",
+                        ranges=[("10.2.0.10", "10.2.0.20", "STATIC_IPS_FOR_VIP")])
+    grp = group(h, cloud, "vc-nets", max_se=1)
+    one = h.create("vsvip", {"name": "one", "cloud_ref": cloud["url"], "vip": [
+        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net1["url"]}]})
+    vs_on(h, "vs-one", grp, one)
+    await h.passes(2)
+    driver = h.driver(cloud)
+    [(se_uuid, spec)] = driver.ses.items()
+    assert spec.data_networks == ("pg-one",)
+
+    # a second virtual service on the same SE, in another network: attached, then plumbed
+    two = h.create("vsvip", {"name": "two", "cloud_ref": cloud["url"], "vip": [
+        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net2["url"]}]})
+    vs_two = vs_on(h, "vs-two", grp, two)
+    await h.passes(2)
+    calls = driver.calls
+    attach = calls.index(("attach_network", se_uuid, "pg-two"))
+    plumb = calls.index(("plumb_vip", se_uuid, "10.2.0.10", True))
+    assert attach < plumb
+    assert len(driver.named("attach_network")) == 1
+    states = {n["name"]: (n["origin"], n["state"])
+              for n in h.cp.se_runtime(se_uuid)["data_networks"]}
+    assert states == {"pg-one": ("create", "attached"), "pg-two": ("attach", "attached")}
+
+    # its last VIP in that network leaves the SE: unplumbed, then detached; the other stays
+    h.delete("virtualservice", vs_two["uuid"])
+    await h.passes(2)
+    unplumb = calls.index(("unplumb_vip", se_uuid, "10.2.0.10"))
+    detach = calls.index(("detach_network", se_uuid, "pg-two"))
+    assert unplumb < detach
+    assert driver.named("detach_network") == [("detach_network", se_uuid, "pg-two")]
+    assert [n["name"] for n in h.cp.se_runtime(se_uuid)["data_networks"]] == ["pg-one"]
+
+    # what was attached is remembered across a restart
+    await h.cp.stop()
+    h.cp = h.control_plane()
+    assert set(h.cp.se_networks[se_uuid]) == {"pg-one"}
+
+
+async def test_a_failed_attach_is_shown_on_both_runtimes_not_plumbed_and_retried(harness):
+    h = harness
+    cloud = static_cloud(h)
+    net1 = data_network(h, cloud, name="pg-one", subnet="10.1.0",
+                        ranges=[("10.1.0.10", "10.1.0.20", "STATIC_IPS_FOR_VIP")])
+    net2 = data_network(h, cloud, name="pg-two", subnet="10.2.0",
+                        ranges=[("10.2.0.10", "10.2.0.20", "STATIC_IPS_FOR_VIP")])
+    grp = group(h, cloud, "vc-fail", max_se=1)
+    one = h.create("vsvip", {"name": "one", "cloud_ref": cloud["url"], "vip": [
+        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net1["url"]}]})
+    vs_on(h, "vs-one", grp, one)
+    await h.passes(2)
+    driver = h.driver(cloud)
+    [se_uuid] = driver.ses
+    refusal = "no port group named 'pg-two' in datacenter 'dc1'"
+    driver.refuse["pg-two"] = refusal
+    h.cp.NETWORK_RETRY_DELAY = 3600.0  # not retried before the test says so
+    two = h.create("vsvip", {"name": "two", "cloud_ref": cloud["url"], "vip": [
+        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net2["url"]}]})
+    vs_two = vs_on(h, "vs-two", grp, two)
+    await h.passes(3)
+
+    assert driver.named("attach_network") == [("attach_network", se_uuid, "pg-two")]
+    assert ("plumb_vip", se_uuid, "10.2.0.10", True) not in driver.calls
+    failed = next(n for n in h.cp.se_runtime(se_uuid)["data_networks"]
+                  if n["network"] == "pg-two")
+    assert failed["state"] == "attach_failed"
+    assert failed["reason"] == f"attach failed: {refusal}"
+    se_name = h.cp.ses[se_uuid].name
+    [reason] = h.runtime(vs_two)["oper_status"]["reason"]
+    assert f"SE {se_name}: attaching network 'pg-two' failed: {refusal}" in reason, reason
+    # the other SE's networks and virtual services are not held up
+    assert ("plumb_vip", se_uuid, "10.1.0.10", True) in driver.calls
+
+    # the cloud is fixed: the next pass after the backoff attaches, then plumbs
+    del driver.refuse["pg-two"]
+    h.cp.NETWORK_RETRY_DELAY = 0.0
+    await h.passes(2)
+    assert len(driver.named("attach_network")) == 2
+    assert ("plumb_vip", se_uuid, "10.2.0.10", True) in driver.calls
+    assert h.cp.network_errors == {}
+    assert "attaching network" not in " ".join(h.runtime(vs_two)["oper_status"]["reason"])
