@@ -11,6 +11,7 @@ packages=(
     procps
     golang-go golang-github-vmware-govmomi-dev  # vcsim, the vCenter simulator (tests/integration/test_vsphere.py)
     openssh-server     # a real sshd for the Linux server cloud (tests/integration/test_linuxserver.py)
+    shellcheck         # the devstack plugin's and the SE image's shell (tests/unit/devstack, tests/unit/se_image)
 )
 missing=()
 for pkg in "${packages[@]}"; do
