@@ -373,12 +373,17 @@ class ControlPlane:
                    state_path=self.conf.state_path)
 
     def load_drivers(self) -> None:
-        """Create the driver of every configured cloud now: a cloud whose driver is missing
-        or broken stops the controller at start, not at the first virtual service."""
+        """Create the driver of every configured cloud now, so that a cloud whose driver is
+        missing or broken shows at start (logged, and CLOUD_STATE_FAILED with the reason in
+        its runtime) rather than at the first virtual service. The controller runs on: the
+        other clouds, and the API to fix this one, stay available."""
         with self.store.begin() as tx:
             _, clouds = tx.list("cloud", None, limit=None)
         for cloud in clouds:
-            self.drivers[cloud.uuid] = self.make_driver(cloud)
+            try:
+                self.drivers[cloud.uuid] = self.make_driver(cloud)
+            except CloudError as exc:
+                LOG.error("cloud %s: %s", cloud.name, exc.reason)
 
     async def _scale(self, snap, groups, result: placement.PlacementResult, now: float) -> None:
         for group_uuid, count in result.create.items():
