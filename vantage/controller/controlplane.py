@@ -148,9 +148,9 @@ class ControlPlane:
         self._plumb_errors: dict[tuple[str, str], str] = {}
         #: (SE uuid, VIP) -> the cloud network ID of a plumbed VIP, when its network is known
         self._plumbed_network: dict[tuple[str, str], str] = {}
-        #: SE uuid -> cloud network ID -> the SE's interface there (from its create or from
-        #: attach_network); kept in the state directory so that a restarted controller still
-        #: detaches what it attached
+        #: SE uuid -> cloud network ID -> the SE's interface there, as attach_network answered
+        #: (name, network_ref, address, since); kept in the state directory so that a
+        #: restarted controller still detaches what it attached
         self.se_networks_file = state / "se-networks.json"
         self.se_networks: dict[str, dict[str, dict[str, Any]]] = self._load_se_networks()
         #: (SE uuid, cloud network ID) -> its attach_network or detach_network call, running
@@ -462,8 +462,9 @@ class ControlPlane:
         body = group_obj.body
         cloud = snap["cloud"].get(body.get("cloud_ref") or "")
         # the SE starts with an interface in every network its group's VIPs use (those
-        # placed and those waiting for it), so that taking over a virtual service needs no
-        # attach; later ones follow placement (_plumb_vips)
+        # placed and those waiting for it), where its cloud makes them at create; what a
+        # VIP on it needs is still confirmed with an (idempotent) attach_network before
+        # the VIP is plumbed, as not every driver wires data networks at create
         data = self._group_data_networks(snap, group_obj)
         spec = SeSpec(se_uuid=obj.uuid, name=name, se_group=group.name,
                       vcpus=body.get("vcpus_per_se", 1), memory_mb=body.get("memory_per_se", 2048),
@@ -478,10 +479,9 @@ class ControlPlane:
         # cloned) holds neither the loop nor the other virtual services; the SE counts as
         # pending meanwhile, and the call's own retries bound it
         self._creating[obj.uuid] = asyncio.get_running_loop().create_task(
-            self._run_create(driver, spec, record, data))
+            self._run_create(driver, spec, record))
 
-    async def _run_create(self, driver: CloudDriver, spec: SeSpec, record: SeRecord,
-                          data: dict[str, StoredObject] | None = None) -> None:
+    async def _run_create(self, driver: CloudDriver, spec: SeSpec, record: SeRecord) -> None:
         try:
             info = await asyncio.to_thread(driver.create_se, spec)
         except CloudError as exc:
@@ -494,13 +494,6 @@ class ControlPlane:
             LOG.info("created SE %s (%s): %s", spec.name, spec.se_uuid, info.state.value)
             # se_create_timeout is the time to register once the cloud made the SE
             record.created_at = time.time()
-            if data and record.uuid in self.ses:
-                now = time.time()
-                self.se_networks[record.uuid] = {
-                    net_id: _network_entry(network.name, network.uuid,
-                                           info.data_ips.get(net_id), "create", now)
-                    for net_id, network in data.items()}
-                self._save_se_networks()
         finally:
             self._creating.pop(spec.se_uuid, None)
             self.wake()
@@ -1250,8 +1243,8 @@ class ControlPlane:
         if record.uuid in self.ses:
             networks = self.se_networks.setdefault(record.uuid, {})
             if op == "attach":
-                networks[net_id] = _network_entry(name, network_ref, address, "attach",
-                                                  time.time())
+                networks[net_id] = {"name": name, "network_ref": network_ref,
+                                    "address": address, "since": time.time()}
                 LOG.info("SE %s: attached to network %s%s", record.name, name,
                          f" ({address})" if address else "")
             else:
@@ -1582,13 +1575,6 @@ def _se_extra(group: dict[str, Any]) -> dict[str, Any]:
     if group.get("openstack_availability_zones"):
         extra["availability_zones"] = list(group["openstack_availability_zones"])
     return extra
-
-
-def _network_entry(name: str, network_ref: str | None, address: str | None, origin: str,
-                   since: float) -> dict[str, Any]:
-    """What the controller remembers of an SE's interface in a data network."""
-    return {"name": name, "network_ref": network_ref, "address": address, "origin": origin,
-            "since": since}
 
 
 def _ranges_text(candidates) -> str:

@@ -301,7 +301,7 @@ async def test_a_users_address_outside_its_network_is_refused_and_not_served(har
         {"vip_id": "0", "ip_address": {"addr": "10.9.9.9"}, "network_ref": net["url"]}]})
     vs_on(h, "vs-good", grp, good)
     vs_bad = vs_on(h, "vs-bad", grp, bad)
-    await h.passes(2)
+    await h.passes(3)  # create the SE, attach it to the VIP's network, plumb
     runtime = h.runtime(vs_bad)
     assert runtime["oper_status"]["state"] == "OPER_DOWN"
     assert runtime["oper_status"]["reason"] == [(
@@ -501,12 +501,16 @@ async def test_a_new_se_gets_its_groups_sizing_flavor_zones_and_networks_as_the_
     assert spec.mgmt_network == "net-mgmt-id"
     assert spec.data_networks == ("net-data-id",)
     assert dict(spec.extra) == {"flavor": "m1.large", "availability_zones": ["az1", "az2"]}
-    # created in the VIP's network: plumbed without an attach
-    assert driver.named("attach_network") == []
-    assert {c[2] for c in driver.named("plumb_vip")} == {"10.20.0.2", "10.20.0.3"}
+    # the data network is confirmed (attach_network is idempotent) before its VIP is
+    # plumbed; the management network is never attached
+    calls = driver.calls
+    assert driver.named("attach_network") == [("attach_network", se_uuid, "net-data-id")]
+    assert calls.index(("attach_network", se_uuid, "net-data-id")) < \
+        calls.index(("plumb_vip", se_uuid, "10.20.0.2", True))
+    assert ("plumb_vip", se_uuid, "10.20.0.3", True) in calls
     [network] = h.cp.se_runtime(se_uuid)["data_networks"]
-    assert (network["network"], network["name"], network["origin"], network["state"]) == \
-        ("net-data-id", "os-data", "create", "attached")
+    assert (network["network"], network["name"], network["network_ref"], network["state"]) == \
+        ("net-data-id", "os-data", data["uuid"], "attached")
 
 
 async def test_data_networks_follow_placement_attached_before_plumbing_detached_after(harness):
@@ -534,10 +538,9 @@ async def test_data_networks_follow_placement_attached_before_plumbing_detached_
     attach = calls.index(("attach_network", se_uuid, "pg-two"))
     plumb = calls.index(("plumb_vip", se_uuid, "10.2.0.10", True))
     assert attach < plumb
-    assert len(driver.named("attach_network")) == 1
-    states = {n["name"]: (n["origin"], n["state"])
-              for n in h.cp.se_runtime(se_uuid)["data_networks"]}
-    assert states == {"pg-one": ("create", "attached"), "pg-two": ("attach", "attached")}
+    assert calls.count(("attach_network", se_uuid, "pg-two")) == 1
+    states = {n["name"]: n["state"] for n in h.cp.se_runtime(se_uuid)["data_networks"]}
+    assert states == {"pg-one": "attached", "pg-two": "attached"}
 
     # its last VIP in that network leaves the SE: unplumbed, then detached; the other stays
     h.delete("virtualservice", vs_two["uuid"])
@@ -576,7 +579,7 @@ async def test_a_failed_attach_is_shown_on_both_runtimes_not_plumbed_and_retried
     vs_two = vs_on(h, "vs-two", grp, two)
     await h.passes(3)
 
-    assert driver.named("attach_network") == [("attach_network", se_uuid, "pg-two")]
+    assert driver.calls.count(("attach_network", se_uuid, "pg-two")) == 1
     assert ("plumb_vip", se_uuid, "10.2.0.10", True) not in driver.calls
     failed = next(n for n in h.cp.se_runtime(se_uuid)["data_networks"]
                   if n["network"] == "pg-two")
@@ -592,7 +595,7 @@ async def test_a_failed_attach_is_shown_on_both_runtimes_not_plumbed_and_retried
     del driver.refuse["pg-two"]
     h.cp.NETWORK_RETRY_DELAY = 0.0
     await h.passes(2)
-    assert len(driver.named("attach_network")) == 2
+    assert driver.calls.count(("attach_network", se_uuid, "pg-two")) == 2
     assert ("plumb_vip", se_uuid, "10.2.0.10", True) in driver.calls
     assert h.cp.network_errors == {}
     assert "attaching network" not in " ".join(h.runtime(vs_two)["oper_status"]["reason"])
