@@ -39,7 +39,7 @@ from vantage.cloud.base import (
     VipRequest,
 )
 from vantage.cloud.local import vip_network
-from vantage.controller import ipam, placement
+from vantage.controller import ipam, placement, scaleout
 from vantage.controller.semanager import SeCredentials, SeManager
 from vantage.db.store import StoredObject
 from vantage.model.registry import set_path
@@ -1323,13 +1323,45 @@ class ControlPlane:
             for se in where.active:
                 per_se.setdefault(se, []).append(vs_uuid)
         docs = {}
+        sections = self._scaleout_sections(snap, result)
         for se_uuid in self.ses:
             document = build_se_document(snap, sorted(per_se.get(se_uuid, [])),
-                                         self.secrets_of, withheld=self.vip_withheld)
+                                         self.secrets_of, withheld=self.vip_withheld,
+                                         scaleout_section=sections.get(se_uuid))
             encoded = json.dumps(document, sort_keys=True).encode()
             version = hashlib.sha256(encoded).hexdigest()[:16]
             docs[se_uuid] = (version, document)
         return docs
+
+    def _scaleout_sections(self, snap, result: placement.PlacementResult
+                           ) -> dict[str, dict[str, Any]]:
+        """The `scaleout` section of each SE (vantage.controller.scaleout): a secondary takes
+        new flows once it is alive, serves the virtual service (its applied document has it)
+        and, with an asymmetric return path, holds the VIP."""
+        pairs: dict[str, list[tuple[str, int]]] = {}
+        paths: dict[str, ReturnPath] = {}
+        for vs_uuid, where in result.placements.items():
+            vs = snap["virtualservice"].get(vs_uuid)
+            vsvip = snap["vsvip"].get(vs.body.get("vsvip_ref") or "") if vs else None
+            if len(where.active) < 2 or vsvip is None:
+                continue
+            vips = [(v.get("ip_address") or {}).get("addr") for v in vsvip.body.get("vip", [])
+                    if v.get("enabled", True) and (v.get("ip_address") or {}).get("addr")
+                    and (vsvip.uuid, str(v.get("vip_id", "0"))) not in self.vip_withheld]
+            pairs[vs_uuid] = scaleout.listen_pairs(vs.body, vips)
+            paths[vs_uuid] = self._return_path(snap, vs) or ReturnPath.ASYMMETRIC
+        if not pairs:
+            return {}
+        interfaces = {se: session.interfaces for se, session in self.semanager.sessions.items()}
+
+        def ready(se_uuid: str, vs_uuid: str, vip: str) -> bool:
+            serving = self.se_serving.get(se_uuid, (None, frozenset()))[1]
+            if not self.semanager.is_alive(se_uuid) or vs_uuid not in serving:
+                return False
+            return paths[vs_uuid] == ReturnPath.SYMMETRIC or \
+                self.plumbed.get((se_uuid, vip)) is False
+
+        return scaleout.se_sections(result.placements, pairs, paths, interfaces, ready)
 
     def _update_runtime(self, snap, result, docs, now: float) -> None:
         # what each SE serves: the virtual services of the last document it applied. While a
@@ -1620,10 +1652,12 @@ def _buffer_needed(group: placement.GroupSpec, result: placement.PlacementResult
 
 def build_se_document(snap: dict[str, dict[str, StoredObject]], vs_uuids: list[str],
                       secrets_of: Callable[[StoredObject], dict[str, str]] = lambda o: {},
-                      withheld: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
+                      withheld: Collection[tuple[str, str]] = (),
+                      scaleout_section: dict[str, Any] | None = None) -> dict[str, Any]:
     """The SE configuration document for these virtual services: the objects they use, with
     references as UUIDs (docs/se-config.md). VIPs in `withheld` ((vsvip uuid, vip_id): their
-    address was refused) go without their address, so no SE serves them."""
+    address was refused) go without their address, so no SE serves them. `scaleout_section`,
+    if any, is the SE's scale-out data path (vantage.controller.scaleout), under `scaleout`."""
     wanted: dict[str, set[str]] = {kind: set() for kind in SE_DOC_KINDS}
     for vs_uuid in vs_uuids:
         vs = snap["virtualservice"][vs_uuid]
@@ -1683,6 +1717,8 @@ def build_se_document(snap: dict[str, dict[str, StoredObject]], vs_uuids: list[s
             items.append(body)
         if items:
             document[kind] = items
+    if scaleout_section:
+        document["scaleout"] = scaleout_section
     return document
 
 

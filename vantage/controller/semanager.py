@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from vantage.controller.scaleout import DataInterface, parse_interfaces
+
 LOG = logging.getLogger("vantage.controller.semanager")
 
 
@@ -126,6 +128,8 @@ class SeSession:
     #: virtual service uuid -> why the SE left it out of its applied configuration
     rejected_vs: dict[str, str] = dataclasses.field(default_factory=dict)
     servers: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
+    #: the SE's data interfaces (name, MAC, addresses), from its hello and heartbeats
+    interfaces: tuple[DataInterface, ...] = ()
 
 
 class SeManager:
@@ -185,7 +189,8 @@ class SeManager:
         now = time.monotonic()
         session = SeSession(se_uuid, channel, peer, now, now, hello.get("hostname"),
                             hello.get("pid"), applied_version=hello.get("config_version"),
-                            rejected_vs=_reasons(hello.get("rejected")))
+                            rejected_vs=_reasons(hello.get("rejected")),
+                            interfaces=parse_interfaces(hello.get("interfaces")))
         self.sessions[se_uuid] = session
         self.last_seen[se_uuid] = now
         await channel.send(json.dumps(welcome))
@@ -225,6 +230,8 @@ class SeManager:
             session.last_heartbeat = self.last_seen[session.se_uuid] = time.monotonic()
             session.servers = message.get("servers") or {}
             session.applied_version = message.get("version")
+            if "interfaces" in message:
+                session.interfaces = parse_interfaces(message["interfaces"])
         elif kind == "ack":
             if message.get("ok"):
                 session.applied_version = message.get("version")

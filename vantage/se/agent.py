@@ -27,6 +27,7 @@ import websockets
 
 from vantage.se.config import CompiledConfig, ConfigError, compile_document
 from vantage.se.dataplane import DataPlane
+from vantage.se.netconfig import ScaleoutError, ScaleoutNetConfig, local_interfaces
 
 LOG = logging.getLogger("vantage.se.agent")
 
@@ -36,6 +37,11 @@ LOG_BATCH_INTERVAL = 1.0
 MAX_QUEUED_LOGS = 20000
 #: key of the saved configuration that keeps the virtual services left out of it
 REJECTED_KEY = "rejected_virtualservices"
+#: key of the SE document with the scale-out data path (vantage.se.netconfig): kernel
+#: configuration, not an object kind of the data plane
+SCALEOUT_KEY = "scaleout"
+#: heartbeats between two reads of the SE's interfaces (sent when they changed)
+INTERFACES_EVERY = 5
 
 
 class ChannelRefused(Exception):
@@ -112,6 +118,11 @@ class Agent:
         self._stopping = False
         #: virtual service uuid -> why it was left out of the applied configuration
         self.rejected: dict[str, str] = {}
+        #: the kernel side of scaled-out virtual services (nftables), applied after the plane
+        self.netconfig = ScaleoutNetConfig(self.se_uuid)
+        self._netconfig_lock = asyncio.Lock()
+        #: the data interfaces last reported to the controller
+        self.interfaces: list[dict[str, Any]] = []
         plane.subscribe_logs(self._queue_logs)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -133,6 +144,7 @@ class Agent:
         try:
             saved = json.loads(self.config_file.read_text())
             rejected = dict(saved.pop(REJECTED_KEY, None) or {})
+            scaleout = saved.pop(SCALEOUT_KEY, None)
         except (OSError, ValueError, AttributeError, TypeError):
             return
         try:
@@ -142,6 +154,8 @@ class Agent:
                      saved.get("version"))
         except (ConfigError, OSError) as exc:
             LOG.warning("saved configuration not applied: %s", exc)
+            return
+        await self.apply_scaleout(scaleout)
 
     async def run(self) -> None:
         retry = tenacity.AsyncRetrying(
@@ -171,6 +185,31 @@ class Agent:
         self._stopping = True
         if self._ws is not None:
             await self._ws.close()
+        async with self._netconfig_lock:
+            try:
+                await asyncio.to_thread(self.netconfig.close)
+            except Exception:
+                LOG.exception("scale-out table not removed")
+
+    async def apply_scaleout(self, section: Any) -> None:
+        """Program the scale-out data path of the document just applied. Its failure never
+        fails the configuration: the SE then serves only the flows that reach it."""
+        async with self._netconfig_lock:
+            try:
+                await asyncio.to_thread(self.netconfig.apply, section)
+            except ScaleoutError as exc:
+                LOG.error("scale-out section not applied: %s", exc)
+            except Exception:
+                LOG.exception("scale-out data path not programmed")
+
+    async def read_interfaces(self) -> list[dict[str, Any]]:
+        """This SE's data interfaces (name, MAC, IPv4 addresses) for the controller."""
+        try:
+            found = await asyncio.to_thread(local_interfaces)
+        except Exception as exc:  # noqa: BLE001 - a report, not a reason to fail
+            LOG.debug("cannot read the interfaces: %s", exc)
+            return self.interfaces
+        return [interface.as_report() for interface in found]
 
     # one channel session ---------------------------------------------------------------------
 
@@ -201,6 +240,8 @@ class Agent:
         hello: dict[str, Any] = {"type": "hello", "se_uuid": self.se_uuid,
                                  "hostname": socket.gethostname(), "pid": os.getpid(),
                                  "config_version": self.plane.version}
+        self.interfaces = await self.read_interfaces()
+        hello["interfaces"] = self.interfaces
         if self.rejected:
             hello["rejected"] = self.rejected
         if secret:
@@ -238,6 +279,7 @@ class Agent:
             version = message.get("version")
             document = dict(message.get("config") or {})
             document["version"] = version
+            scaleout = document.pop(SCALEOUT_KEY, None)
             try:
                 compiled, document, rejected = compile_serviceable(document)
                 await self.plane.apply(compiled, document)
@@ -253,7 +295,11 @@ class Agent:
                 LOG.error("configuration %s: virtual service %s left out: %s", version, vs_uuid,
                           reason)
             self.rejected = rejected
-            self._save({**document, REJECTED_KEY: rejected} if rejected else document)
+            saved = {**document, REJECTED_KEY: rejected} if rejected else dict(document)
+            if scaleout is not None:
+                saved[SCALEOUT_KEY] = scaleout
+            self._save(saved)
+            await self.apply_scaleout(scaleout)
             await ws.send(json.dumps({"type": "ack", "version": version, "ok": True,
                                       "applied_version": version, "rejected": rejected}))
         elif kind == "ping":
@@ -269,12 +315,19 @@ class Agent:
         os.replace(tmp, self.config_file)
 
     async def _heartbeats(self, ws) -> None:
+        beats = 0
         while True:
-            await ws.send(json.dumps({
+            heartbeat = {
                 "type": "heartbeat", "ts": time.time(), "version": self.plane.version,
                 "servers": await self.plane.health(),
                 "listeners": await self.plane.listeners(),
-                "dropped_logs": self.dropped_logs}))
+                "dropped_logs": self.dropped_logs}
+            beats += 1
+            if beats % INTERFACES_EVERY == 0:
+                interfaces = await self.read_interfaces()
+                if interfaces != self.interfaces:
+                    self.interfaces = heartbeat["interfaces"] = interfaces
+            await ws.send(json.dumps(heartbeat))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     def _queue_logs(self, records: list[dict]) -> None:
