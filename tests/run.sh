@@ -23,5 +23,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# the OpenStack test stack (tests/integration/openstack/README.md) is installed and brought up
+# in the background while the rest of the suite runs; its tests wait for it, and it is stopped
+# when the run ends. VANTAGE_OS_BRINGUP=0 leaves it out (those tests then start one themselves).
+if [ "${VANTAGE_OS_BRINGUP:-1}" != 0 ]; then
+    nice -n 10 tests/integration/openstack/up.sh --install --background
+    trap 'tests/integration/openstack/down.sh >/dev/null' EXIT
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' -e drivers/vsphere -e drivers/linuxserver -e drivers/openstack
-exec python3 -m pytest -p no:cacheprovider "$@"
+python3 -m pytest -p no:cacheprovider "$@"

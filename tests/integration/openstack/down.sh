@@ -3,6 +3,7 @@
 # $state/pids (a bring-up still in progress first, then the services in reverse order of
 # their start). Keeps the state dir and its logs; `down.sh --purge` removes them too.
 set -euo pipefail
+# shellcheck source=tests/integration/openstack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 purge=""

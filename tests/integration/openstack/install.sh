@@ -14,6 +14,8 @@ python="${PYTHON:-python3}"
 
 log() { printf '[openstack install %s] %s\n' "$(date +%T)" "$*"; }
 
+"$python" -c 'import venv' || { log "no usable Python at PYTHON=$python"; exit 1; }
+
 # -- Debian packages ---------------------------------------------------------------------------
 packages=(mariadb-server rabbitmq-server)
 missing=()

@@ -77,7 +77,9 @@ stop_recorded() {
             kill -KILL -- "$target" 2>/dev/null || true
         fi
         # a group's other members (workers) may outlive their leader briefly
-        [ "$group" = 1 ] && kill -KILL -- "-$pid" 2>/dev/null || true
+        if [ "$group" = 1 ]; then
+            kill -KILL -- "-$pid" 2>/dev/null || true
+        fi
     fi
     rm -f "$file"
 }

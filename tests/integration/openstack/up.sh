@@ -14,6 +14,7 @@
 # State dir: $VANTAGE_OS_STATE (default /tmp/vantage-openstack): etc/ (configuration),
 # logs/ (one file per process), pids/ (what down.sh stops), clouds.yaml and stack.json.
 set -euo pipefail
+# shellcheck source=tests/integration/openstack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 install=""
@@ -87,7 +88,7 @@ step() {
 
 if [ -n "$install" ]; then
     t=$SECONDS
-    "$here/install.sh"
+    "$here/install.sh" || fail "install.sh failed (it needs root for apt-get and $venv)"
     log "install took $((SECONDS - t)) s"
 fi
 [ -x "$venv/bin/uwsgi" ] || fail "no services venv at $venv: run $here/install.sh"
