@@ -245,3 +245,82 @@ def test_asymmetric_scaleout_spreads_flows_and_keeps_them(run):
 
 def test_symmetric_scaleout_relays_through_the_primary(run):
     scenario(run, tunnel_mode=1)
+
+
+def test_the_table_follows_the_section_and_goes_at_shutdown():
+    """ScaleoutNetConfig in a namespace of its own (no traffic): a reload keeps the flow map,
+    forwarding and local routes come and go with the roles that need them, a restarted SE
+    removes what a crashed one left, and close removes everything."""
+    import json
+    import secrets
+
+    from pyroute2 import IPRoute
+
+    from vantage.cloud import netns
+    from vantage.se.netconfig import TABLE, Nftables, ScaleoutNetConfig
+
+    namespace = f"vantage-test-nc-{secrets.token_hex(3)}"
+    secondary = {"se_uuid": "se-s", "mac": "02:00:00:00:00:02", "address": "10.9.0.3"}
+    third = {"se_uuid": "se-t", "mac": "02:00:00:00:00:03", "address": "10.9.0.4"}
+
+    def section(path: str, role: str, *secondaries: dict) -> dict:
+        item = {"vip": "10.9.0.200", "port": 80, "return_path": path, "role": role}
+        if role == "primary":
+            item["secondaries"] = list(secondaries)
+        else:
+            item["relay_port"] = 61234
+        return {"se_uuid": "se-p", "services": [item]}
+
+    def forwarding() -> str:
+        with open("/proc/sys/net/ipv4/conf/eth0/forwarding") as f:
+            return f.read().strip()
+
+    def local_routes() -> list[str]:
+        with IPRoute() as ipr:
+            return [r.get("RTA_DST") for r in ipr.get_routes(table=255, proto=250)]
+
+    def inside() -> None:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="eth0", kind="veth", peer="peer0")
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=eth0, address="10.9.0.2", prefixlen=24)
+            for name in ("eth0", "peer0"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        nft = Nftables()
+        config = ScaleoutNetConfig("se-p")
+        assert config.apply(section("asymmetric", "primary", secondary)) is not None
+        assert nft.table("netdev") is not None and nft.table("ip") is None
+        # a flow handed out before a reload (scale-out to a third SE) keeps its entry
+        nft.run(f"add element netdev {TABLE} flows {{ 10.9.0.99 . 40000 . 10.9.0.200 . 80 : "
+                "02:00:00:00:00:02 }")
+        config.apply(section("asymmetric", "primary", secondary, third))
+        flows = json.loads(nft.run(f"list map netdev {TABLE} flows", json_output=True))
+        elements = next(i["map"] for i in flows["nftables"] if "map" in i).get("elem", [])
+        assert len(elements) == 1 and elements[0][1] == "02:00:00:00:00:02"
+        # symmetric primary: NAT table, forwarding on; the netdev table goes
+        assert forwarding() == "0"
+        config.apply(section("symmetric", "primary", {**secondary, "relay_port": 61234}))
+        assert nft.table("netdev") is None and nft.table("ip") is not None
+        assert forwarding() == "1"
+        # symmetric secondary: a local route for the VIP, forwarding back as it was
+        config.apply(section("symmetric", "secondary"))
+        assert local_routes() == ["10.9.0.200"] and forwarding() == "0"
+        # shutdown removes it all
+        config.close()
+        assert nft.table("netdev") is None and nft.table("ip") is None
+        assert local_routes() == []
+        # a crashed SE leaves its table and route; the next run removes them at once
+        crashed = ScaleoutNetConfig("se-p")
+        crashed.apply(section("symmetric", "secondary"))
+        restarted = ScaleoutNetConfig("se-p")
+        assert restarted.apply(None) is None
+        assert nft.table("netdev") is None and nft.table("ip") is None
+        assert local_routes() == []
+        nft.close()
+
+    netns.create_namespace(namespace)
+    try:
+        netns.run_in_namespace(namespace, inside)
+    finally:
+        netns.remove_namespace(namespace)
+    assert not netns.namespace_exists(namespace)
