@@ -501,14 +501,15 @@ class OpenStackDriver(CloudDriver):
             if port is None:
                 port = self._call(
                     f"making the {role} port of SE {spec.name} in network {net.name}",
-                    lambda role=role, net=net: self._make_port(spec.se_uuid, spec.name, role,
-                                                               net, groups),
+                    lambda role=role, net=net: self._make_port(
+                        spec.se_uuid, spec.name, role, net, groups,
+                        address=spec.mgmt_ip if role == "mgmt" else None),
                     idempotent=False)
             ports.append(port)
         return ports
 
     def _make_port(self, se_uuid: str, se_name: str, role: str, net: Any,
-                   groups: Sequence[str]) -> Any:
+                   groups: Sequence[str], address: str | None = None) -> Any:
         tags = [TAG, SE_TAG.format(se_uuid), ROLE_TAG.format(role)]
         name = f"vantage-{se_name}-mgmt" if role == "mgmt" else \
             f"vantage-{se_name}-data-{net.name or net.id}"
@@ -516,6 +517,8 @@ class OpenStackDriver(CloudDriver):
                                  "description": f"Vantage SE {se_name} ({se_uuid}): {role}"}
         if groups:
             attrs["security_group_ids"] = list(groups)
+        if address:  # the controller's static management address (a DHCP-less network)
+            attrs["fixed_ips"] = [{"ip_address": address}]
         return self._create_tagged(self.conn.network.create_port, attrs)
 
     def _create_server(self, spec: SeSpec, image: Any, flavor: Any,

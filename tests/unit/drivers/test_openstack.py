@@ -699,3 +699,13 @@ def test_the_se_images_bootstrap_reader_takes_the_user_data_the_driver_writes():
     boot = Bootstrap("https://10.0.0.5:9443", SE_UUID, "t0k",
                      controller_ca=trustme.CA().cert_pem.bytes().decode(), token_expires=1e9)
     assert bootstrap_source.from_user_data(userdata.user_data(boot).encode()) == boot.as_dict()
+
+
+def test_a_static_management_address_from_the_controller_is_the_mgmt_ports(fake):
+    """A DHCP-less management network: the controller hands the SE its address, and the
+    management port must carry exactly that one."""
+    address = "10.0.0.40"
+    info = make_driver(fake).create_se(spec(mgmt_ip=address))
+    (mgmt,) = fake.ports(network_id=fake.mgmt["id"])
+    assert [f["ip_address"] for f in mgmt["fixed_ips"]] == [address]
+    assert info.mgmt_ip == address
