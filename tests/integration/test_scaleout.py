@@ -305,6 +305,17 @@ def test_the_table_follows_the_section_and_goes_at_shutdown():
         # symmetric secondary: a local route for the VIP, forwarding back as it was
         config.apply(section("symmetric", "secondary"))
         assert local_routes() == ["10.9.0.200"] and forwarding() == "0"
+        # promoted: the VIP becomes an address of eth0 and the SE a primary; removing the
+        # secondary's route leaves the address's own local route in place
+        with IPRoute() as ipr:
+            ipr.addr("add", index=ipr.link_lookup(ifname="eth0")[0], address="10.9.0.200",
+                     prefixlen=32)
+        config.apply(section("symmetric", "primary"))
+        assert local_routes() == []
+        with IPRoute() as ipr:
+            kernel = [r for r in ipr.get_routes(table=255) if r.get("RTA_DST") == "10.9.0.200"]
+            assert len(kernel) == 1 and kernel[0]["proto"] == 2  # RTPROT_KERNEL
+        config.apply(section("symmetric", "secondary"))
         # shutdown removes it all
         config.close()
         assert nft.table("netdev") is None and nft.table("ip") is None

@@ -719,11 +719,15 @@ class ScaleoutNetConfig:
             route = {"dst_len": 32, "type": "local", "table": 255, "proto": RTPROT_VANTAGE,
                      "scope": 254, "oif": lo}  # scope host, as for a local address
             for vip in sorted(wanted - self._routes):
+                # appended next to the kernel's route for the VIP if the SE also holds it as an
+                # address (promoted to primary): removing ours later leaves the kernel's alone
                 try:
-                    ipr.route("replace", dst=vip, **route)
-                    self._routes.add(vip)
+                    ipr.route("append", dst=vip, **route)
                 except NetlinkError as exc:
-                    LOG.warning("scale-out: cannot add a local route for %s: %s", vip, exc)
+                    if exc.code != errno.EEXIST:
+                        LOG.warning("scale-out: cannot add a local route for %s: %s", vip, exc)
+                        continue
+                self._routes.add(vip)
             for vip in sorted(self._routes - wanted):
                 try:
                     ipr.route("del", dst=vip, **route)
