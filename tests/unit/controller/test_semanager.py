@@ -388,3 +388,24 @@ async def test_declare_down_ends_liveness_at_once(manager, credentials):
 
 def test_an_se_never_heard_from_is_not_alive(manager):
     assert not manager.is_alive(SE_B)
+
+
+async def test_the_data_interfaces_come_with_the_hello_and_follow_heartbeats(manager, credentials):
+    token, _ = credentials.issue_token(SE_A)
+    eth0 = {"name": "eth0", "mac": "02:00:00:00:00:01", "addresses": ["10.9.0.2/24"]}
+    channel, task, welcome = await open_channel(
+        manager, {"type": "hello", "se_uuid": SE_A, "token": token, "interfaces": [eth0]})
+    assert welcome["type"] == "welcome"
+    session = manager.sessions[SE_A]
+    assert [(i.name, i.mac, [str(a) for a in i.addresses]) for i in session.interfaces] == [
+        ("eth0", "02:00:00:00:00:01", ["10.9.0.2/24"])]
+    # a heartbeat without the key keeps them; one with it replaces them
+    channel.say({"type": "heartbeat", "version": None})
+    await settle()
+    assert len(session.interfaces) == 1
+    channel.say({"type": "heartbeat", "version": None,
+                 "interfaces": [eth0, {**eth0, "name": "eth1", "addresses": ["bad"]}]})
+    await settle()
+    assert [i.name for i in session.interfaces] == ["eth0", "eth1"]
+    assert session.interfaces[1].addresses == ()
+    await finish(channel, task)
