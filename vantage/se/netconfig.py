@@ -632,7 +632,9 @@ class ScaleoutNetConfig:
                 nft.run(script)
         except NftError as exc:
             if exc.errno in (errno.EPERM, errno.ENOENT):
-                self._disable(str(exc))
+                hint = " (nftables needs root or CAP_NET_ADMIN)" if exc.errno == errno.EPERM \
+                    else ""
+                self._disable(f"{exc.strerror or exc}{hint}")
                 return None
             raise
         self._set_forwarding(ruleset.forwarding)
