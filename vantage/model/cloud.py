@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from typing import Annotated, ClassVar
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import Field
@@ -41,10 +42,26 @@ class VCenterConfiguration(Struct):
     folder: str | None = None
     #: name of the VM or template SE VMs are cloned from
     se_template: str | None = None
+    #: SE OVA (an absolute path on the controller host, or an http(s) URL) imported once as
+    #: the SE template when that template does not exist yet
+    se_ova: str | None = None
     #: PEM of the CA (or self-signed certificate) vCenter's TLS certificate must chain to
     ca_certificate: str | None = None
     #: SHA-1 thumbprint of vCenter's certificate (AA:BB:...), pinned instead of a CA
     thumbprint: str | None = None
+
+    @pydantic.field_validator("se_ova")
+    @classmethod
+    def _ova_location(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value
+        if not parts.scheme and value.startswith("/"):
+            return value
+        raise ValueError(f"se_ova {value!r} is neither an absolute path on the controller "
+                         "host nor an http(s) URL (e.g. https://files.example.com/se.ova)")
 
 
 class OpenStackInterface(str, Enum):

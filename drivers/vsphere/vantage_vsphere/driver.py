@@ -13,13 +13,21 @@ import hashlib
 import http.client
 import ipaddress
 import logging
+import os
 import re
+import shutil
 import socket
 import ssl
+import tarfile
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import tenacity
 from pyVim.connect import Disconnect, SmartConnect
@@ -44,6 +52,13 @@ FIELD = "vcenter_configuration"
 GUESTINFO = "guestinfo.vantage."
 SE_UUID_KEY = GUESTINFO + "se_uuid"
 _UPLINK_NAME = re.compile(r"-DVUplinks-\d+$")
+#: extraConfig key of a VM the driver imported from `se_ova`: the OVA it came from
+OVA_KEY = "vantage.se_ova"
+_OVF_NS = "{http://schemas.dmtf.org/ovf/envelope/1}"
+_CHUNK = 1 << 20
+#: one lock per (vCenter, datacenter, template name): creates in this process import once
+_IMPORT_LOCKS: dict[tuple[str, ...], threading.Lock] = {}
+_IMPORT_LOCKS_GUARD = threading.Lock()
 
 _POWER_STATE = {
     vim.VirtualMachinePowerState.poweredOn: SeState.RUNNING,
@@ -144,12 +159,13 @@ class VSphereDriver(CloudDriver):
                 f"({exc.verify_message}): set {FIELD}.ca_certificate or {FIELD}.thumbprint"
             ) from exc
 
-    def _pinned_context(self, host: str, port: int) -> ssl.SSLContext:
+    def _pinned_context(self, host: str, port: int,
+                        pin: str | None = None) -> ssl.SSLContext:
         """A context that trusts exactly the certificate whose SHA-1 (or SHA-256) thumbprint
         is configured. pyvmomi checks a thumbprint only after normal verification failed and
         not while it probes the API version, so the pin is enforced here: the certificate
         vCenter shows is checked against the pin, then becomes the only trust anchor."""
-        pin = self.config["thumbprint"].replace(":", "").strip().lower()
+        pin = (pin or self.config["thumbprint"]).replace(":", "").strip().lower()
         algorithm = {40: "sha1", 64: "sha256"}.get(len(pin))
         if algorithm is None:
             raise CloudConfigError(f"{FIELD}.thumbprint", "give the SHA-1 (AA:BB:...:FF, 20 "
@@ -275,10 +291,44 @@ class VSphereDriver(CloudDriver):
         folder = (self._one(dc.vmFolder, vim.Folder, "folder", "VM folder")
                   if self.config.get("folder") else dc.vmFolder)
         datastore = self._one(dc.datastoreFolder, vim.Datastore, "datastore", "datastore")
-        template = self._one(dc.vmFolder, vim.VirtualMachine, "se_template",
-                             "VM or template (the SE image)")
         return {"datacenter": dc, "pool": compute.resourcePool, "folder": folder,
-                "datastore": datastore, "template": template}
+                "datastore": datastore, "template": self._template(dc)}
+
+    def _template_name(self) -> str:
+        """`se_template`; with only `se_ova`, the OVA's file name without `.ova`."""
+        if self.config.get("se_template"):
+            return self.config["se_template"]
+        ova = self.config.get("se_ova")
+        if not ova:
+            raise CloudConfigError(f"{FIELD}.se_template", "name the VM or template SE VMs "
+                                   f"are cloned from, or set {FIELD}.se_ova to import one")
+        stem = os.path.basename(urlsplit(ova).path.rstrip("/"))
+        stem = stem[:-4] if stem.lower().endswith(".ova") else stem
+        return stem or "vantage-se"
+
+    def _template(self, dc: Any) -> Any | None:
+        """The SE template VM; None when it is missing and `se_ova` can import it."""
+        name = self._template_name()
+        found = self._by_name(dc.vmFolder, vim.VirtualMachine, ["config.extraConfig",
+                                                                "config.template"])
+        if name in found:
+            vm, values = found[name]
+            if not self._half_imported(values):
+                return vm
+            return None
+        if self.config.get("se_ova"):
+            return None
+        known = ", ".join(sorted(found)[:20]) or "none"
+        raise CloudConfigError(f"{FIELD}.se_template", f"no VM or template (the SE image) "
+                               f"named {name!r} (found: {known}); or set {FIELD}.se_ova to "
+                               "import it from the SE OVA")
+
+    @staticmethod
+    def _half_imported(values: Mapping[str, Any]) -> bool:
+        """An import of the OVA that did not finish (the controller stopped mid-upload):
+        tagged as imported but never marked as a template."""
+        extra = values.get("config.extraConfig") or []
+        return any(opt.key == OVA_KEY for opt in extra) and not values.get("config.template")
 
     def _networks(self, dc: Any) -> dict[str, Any]:
         return {name: obj for name, (obj, _) in self._by_name(dc.networkFolder,
@@ -310,6 +360,11 @@ class VSphereDriver(CloudDriver):
         if privilege not in ("WRITE_ACCESS", "READ_ACCESS", "NO_ACCESS"):
             raise CloudConfigError(f"{FIELD}.privilege", f"{privilege!r} is not WRITE_ACCESS, "
                                    "READ_ACCESS or NO_ACCESS")
+
+        ova = self.config.get("se_ova")
+        if ova and self._write_access() and not urlsplit(ova).scheme \
+                and not os.path.isfile(ova):
+            raise CloudConfigError(f"{FIELD}.se_ova", f"no file {ova!r} on the controller host")
 
         def check() -> None:
             dc = (self._placement()["datacenter"] if self._write_access()
@@ -355,6 +410,8 @@ class VSphereDriver(CloudDriver):
                              "SE VMs; deploy the SE from the template and give it its bootstrap")
         vm = self._call(f"looking up SE {spec.name}", lambda: self._find_vm(spec.se_uuid))
         if vm is None:
+            if self.config.get("se_ova"):
+                self._ensure_template()
             # a retry after a broken connection looks again before cloning a second VM
             vm = self._call(f"cloning SE {spec.name}",
                             lambda: self._find_vm(spec.se_uuid) or self._clone(spec))
@@ -373,8 +430,298 @@ class VSphereDriver(CloudDriver):
             info.mgmt_ip = spec.mgmt_ip.partition("/")[0]
         return info
 
+    # -- the SE template from an OVA -----------------------------------------------------------
+
+    def _ensure_template(self) -> None:
+        """Import `se_ova` as the SE template when the template is missing. One import per
+        template name in this process (a lock), and the look-up by name is repeated under it:
+        a create that waited finds the template the other one imported."""
+        name = self._call("looking up the SE template", self._template_name)
+        key = (str(self.config.get("vcenter_url")), str(self.config.get("datacenter")), name)
+        with _IMPORT_LOCKS_GUARD:
+            lock = _IMPORT_LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            where = self._call("looking up the SE template", self._placement)
+            if where["template"] is None:
+                self._import_ova(where, name)
+
+    def _import_ova(self, where: Mapping[str, Any], name: str) -> Any:
+        ova = self.config["se_ova"]
+
+        def fail(step: str, exc: BaseException | str) -> CloudError:
+            text = _fault_text(exc) if isinstance(exc, BaseException) else exc
+            return CloudError(f"SE OVA {ova}: {step} failed: {text}")
+
+        def remove_leftover() -> None:
+            # a half-finished import of an earlier run (tagged, never marked as a template)
+            found = self._by_name(where["datacenter"].vmFolder, vim.VirtualMachine)
+            if name in found:
+                LOG.warning("SE OVA %s: removing the unfinished import %s", ova, name)
+                self._destroy(found[name][0], name)
+        self._call(f"removing an unfinished import of {name}", remove_leftover)
+
+        with tempfile.TemporaryDirectory(prefix="vantage-ova-") as tmp:
+            path = self._fetch_ova(ova, tmp, fail)
+            with self._open_tar(path, fail) as archive:
+                descriptor, networks = self._descriptor(archive, fail)
+                LOG.info("SE OVA %s: importing as %s", ova, name)
+                vm = self._upload_ova(archive, descriptor, networks, where, name, fail)
+        LOG.info("SE OVA %s: imported as template %s (%s)", ova, name, vm._moId)
+        return vm
+
+    def _fetch_ova(self, ova: str, tmp: str, fail: Callable[..., CloudError]) -> str:
+        """A local path as is; a URL downloaded (bounded retries) into `tmp`."""
+        if not urlsplit(ova).scheme:
+            if not os.path.isfile(ova):
+                raise CloudConfigError(f"{FIELD}.se_ova", f"no file {ova!r} on the controller "
+                                       "host")
+            return ova
+        target = os.path.join(tmp, "se.ova")
+
+        def download() -> None:
+            with urllib.request.urlopen(ova, timeout=60) as resp, open(target, "wb") as out:
+                shutil.copyfileobj(resp, out, _CHUNK)
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, urllib.error.HTTPError):
+                return exc.code >= 500
+            return isinstance(exc, (OSError, http.client.HTTPException))
+        try:
+            tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
+                    self.max_wait),
+                wait=tenacity.wait_exponential(multiplier=0.2, max=3),
+                retry=tenacity.retry_if_exception(transient), reraise=True)(download)
+        except (OSError, http.client.HTTPException) as exc:
+            raise fail("downloading", exc) from exc
+        return target
+
+    @staticmethod
+    def _open_tar(path: str, fail: Callable[..., CloudError]) -> tarfile.TarFile:
+        try:
+            return tarfile.open(path, "r:")
+        except (tarfile.TarError, OSError) as exc:
+            raise fail("reading the OVA (a tar archive)", exc) from exc
+
+    @staticmethod
+    def _descriptor(archive: tarfile.TarFile,
+                    fail: Callable[..., CloudError]) -> tuple[str, list[str]]:
+        """The OVF descriptor (the archive's .ovf member) and its network names."""
+        step = "reading the OVF descriptor"
+        try:
+            member = next((m for m in archive if m.name.lower().endswith(".ovf")), None)
+            if member is None:
+                raise fail(step, "the archive holds no .ovf file")
+            handle = archive.extractfile(member)
+            descriptor = handle.read().decode("utf-8-sig") if handle else ""
+            root = ET.fromstring(descriptor)
+        except (tarfile.TarError, OSError, UnicodeDecodeError, ET.ParseError) as exc:
+            raise fail(step, exc) from exc
+        if root.tag != _OVF_NS + "Envelope":
+            raise fail(step, f"{member.name} is not an OVF envelope")
+        networks = [n.get(_OVF_NS + "name") for n in root.iter(_OVF_NS + "Network")]
+        return descriptor, [n for n in networks if n]
+
+    def _upload_ova(self, archive: tarfile.TarFile, descriptor: str, networks: list[str],
+                    where: Mapping[str, Any], name: str,
+                    fail: Callable[..., CloudError]) -> Any:
+        content = self._content()
+        mgmt = self._networks(where["datacenter"]).get(
+            self.config.get("management_network") or "")
+        params = vim.OvfManager.CreateImportSpecParams(
+            entityName=name, networkMapping=[
+                vim.OvfManager.NetworkMapping(name=n, network=mgmt) for n in networks]
+            if mgmt is not None else [])
+
+        def import_spec() -> Any:
+            return content.ovfManager.CreateImportSpec(
+                ovfDescriptor=descriptor, resourcePool=where["pool"],
+                datastore=where["datastore"], cisp=params)
+        try:
+            result = self._call("creating the import spec", import_spec)
+        except CloudError as exc:
+            raise fail("creating the import spec", str(exc)) from exc
+        if result.error:
+            raise fail("creating the import spec", "; ".join(
+                e.localizedMessage or _fault_text(e.fault) for e in result.error))
+        # the tag tells a finished import (a template) from one cut short
+        result.importSpec.configSpec.extraConfig = [
+            *(result.importSpec.configSpec.extraConfig or []),
+            vim.option.OptionValue(key=OVA_KEY, value=self.config["se_ova"])]
+        try:
+            lease = self._call("starting the import", lambda: where["pool"].ImportVApp(
+                spec=result.importSpec, folder=where["folder"]))
+        except CloudError as exc:
+            raise fail("starting the import", str(exc)) from exc
+        step = "waiting for the import lease"
+        vm = None
+        try:
+            deadline = time.monotonic() + 300
+            while lease.state == vim.HttpNfcLease.State.initializing:
+                if time.monotonic() > deadline:
+                    raise fail(step, "the lease was not ready in 300 s")
+                time.sleep(0.2)
+            if lease.state != vim.HttpNfcLease.State.ready:
+                raise fail(step, _fault_text(lease.error) if lease.error else lease.state)
+            info = lease.info
+            vm = info.entity
+            urls = {d.importKey: d for d in info.deviceUrl}
+            items = [i for i in result.fileItem]
+            total = sum(max(i.size or 0, 0) for i in items) or 1
+            done = 0
+            last = [0.0]
+
+            def progress(sent: int) -> None:
+                now = time.monotonic()
+                if now - last[0] >= 2:  # keeps the lease alive as well
+                    last[0] = now
+                    lease.HttpNfcLeaseProgress(min(99, (done + sent) * 100 // total))
+            for item in items:
+                step = f"uploading {item.path}"
+                device = urls.get(item.deviceId)
+                if device is None:
+                    raise fail(step, f"vCenter gave no upload URL for {item.deviceId}")
+                self._upload_file(archive, item, device, progress, fail, step)
+                done += max(item.size or 0, 0)
+                LOG.info("SE OVA %s: %s uploaded", self.config["se_ova"], item.path)
+            step = "completing the import"
+            lease.HttpNfcLeaseProgress(100)
+            lease.HttpNfcLeaseComplete()
+            step = "marking the imported VM as a template"
+            vm.MarkAsTemplate()
+        except BaseException as exc:
+            self._abort_import(lease, vm, name, exc)
+            if isinstance(exc, CloudError):
+                raise
+            if isinstance(exc, Exception):
+                raise fail(step, exc) from exc
+            raise
+        return vm
+
+    def _abort_import(self, lease: Any, vm: Any, name: str, exc: BaseException) -> None:
+        """Abort the lease and remove the half-imported VM (vCenter removes it on abort;
+        vcsim keeps it)."""
+        try:
+            lease.HttpNfcLeaseAbort(fault=vmodl.MethodFault(msg=str(exc)[:500]))
+        except Exception:
+            LOG.debug("aborting the import lease failed", exc_info=True)
+        if vm is None:
+            try:
+                vm = self._by_name(self._placement_folder(), vim.VirtualMachine).get(
+                    name, (None,))[0]
+            except Exception:
+                LOG.debug("looking up the half-imported VM failed", exc_info=True)
+        if vm is None:
+            return
+        try:
+            self._call(f"removing the half-imported {name}", lambda: self._destroy(vm, name))
+        except CloudError as err:
+            if not isinstance(err.__cause__, vmodl.fault.ManagedObjectNotFound):
+                LOG.error("SE OVA %s: the half-imported VM %s could not be removed: %s",
+                          self.config.get("se_ova"), name, err)
+        except vmodl.fault.ManagedObjectNotFound:
+            pass
+
+    def _placement_folder(self) -> Any:
+        dc = self._datacenter()
+        return (self._one(dc.vmFolder, vim.Folder, "folder", "VM folder")
+                if self.config.get("folder") else dc.vmFolder)
+
+    def _upload_file(self, archive: tarfile.TarFile, item: Any, device: Any,
+                     progress: Callable[[int], None], fail: Callable[..., CloudError],
+                     step: str) -> None:
+        """Send one file of the OVA to its NFC device URL ('*' is vCenter itself)."""
+        try:
+            member = archive.getmember(item.path)
+        except KeyError:
+            raise fail(step, f"the OVA holds no {item.path}") from None
+        except tarfile.TarError as exc:
+            raise fail(step, exc) from exc
+        url = urlsplit(device.url)
+        vcenter = urlsplit(self._vcenter_url())
+        if url.hostname == "*":
+            url = urlsplit(urlunsplit((vcenter.scheme, vcenter.netloc, url.path, url.query, "")))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        headers = {"Content-Length": str(member.size)}
+        stub_cookie = getattr(self._si._stub, "cookie", None) if self._si else None
+        if stub_cookie:
+            headers["Cookie"] = stub_cookie
+        if item.create:  # not a disk (an ISO): written as is
+            method = "PUT"
+            headers.update({"Overwrite": "t", "Content-Type": "application/octet-stream"})
+        else:
+            method = "POST"
+            headers["Content-Type"] = "application/x-vnd.vmware-streamVmdk"
+
+        def send() -> None:
+            source = archive.extractfile(member)
+            if source is None:
+                raise fail(step, f"{item.path} is not a file in the OVA")
+            if url.scheme == "https":
+                context = self._upload_context(url.hostname, port, vcenter.hostname,
+                                               device.sslThumbprint)
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    url.hostname, port, timeout=120, context=context)
+            else:
+                conn = http.client.HTTPConnection(url.hostname, port, timeout=120)
+            try:
+                conn.putrequest(method, url.path + (f"?{url.query}" if url.query else ""),
+                                skip_accept_encoding=True)
+                for key, value in headers.items():
+                    conn.putheader(key, value)
+                conn.endheaders()
+                sent = 0
+                while sent < member.size:
+                    chunk = source.read(min(_CHUNK, member.size - sent))
+                    if not chunk:
+                        raise fail(step, f"the OVA ends after {sent} of {member.size} bytes "
+                                   f"of {item.path} (truncated download or file)")
+                    conn.send(chunk)
+                    sent += len(chunk)
+                    progress(sent)
+                resp = conn.getresponse()
+                body = resp.read(500)
+                if not 200 <= resp.status < 300:
+                    raise fail(step, f"HTTP {resp.status} {resp.reason} "
+                               f"{body.decode(errors='replace')}".strip())
+            finally:
+                conn.close()
+        try:
+            tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
+                    self.max_wait),
+                wait=tenacity.wait_exponential(multiplier=0.2, max=3),
+                retry=tenacity.retry_if_exception(_transient), reraise=True)(send)
+        except CloudError:
+            raise
+        except (OSError, http.client.HTTPException, tarfile.TarError) as exc:
+            raise fail(step, exc) from exc
+
+    def _vcenter_url(self) -> str:
+        url = self.config.get("vcenter_url") or ""
+        return url if "://" in url else f"https://{url}"
+
+    def _upload_context(self, host: str, port: int, vcenter_host: str | None,
+                        thumbprint: str | None) -> ssl.SSLContext:
+        """vCenter's own trust settings for vCenter; an ESXi host named by the lease is
+        pinned to the SHA-1 thumbprint vCenter gives for it."""
+        if host == vcenter_host or not thumbprint:
+            if self.config.get("thumbprint"):
+                return self._pinned_context(host, port)
+            if self.config.get("ca_certificate"):
+                return ssl.create_default_context(cadata=self.config["ca_certificate"])
+            if not self.config.get("verify_certificate", True):
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                return context
+            return ssl.create_default_context()
+        return self._pinned_context(host, port, thumbprint)
+
     def _clone(self, spec: SeSpec) -> Any:
         where = self._placement()
+        if where["template"] is None:
+            raise CloudError(f"the SE template {self._template_name()!r} is missing (its "
+                             f"import from {FIELD}.se_ova did not finish)")
         dc = where["datacenter"]
         networks = self._networks(dc)
         wanted = [spec.mgmt_network or self.config.get("management_network"),
