@@ -4,9 +4,11 @@ and the step, and leaves no half-imported VM. Checked through a separate pyvmomi
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import io
 import shutil
+import ssl
 import subprocess
 import tarfile
 import threading
@@ -15,21 +17,26 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from tests.integration.test_vsphere import (
+    PASSWORD,
+    USER,
     _cloud,
     _spec,
     _tagged,
     _vms,
     inventory,
     vcsim,
+    vcsim_tls,
 )
 from vantage.cloud.base import CloudConfigError, CloudError, SeState
 
-__all__ = ["inventory", "vcsim"]  # module-scoped fixtures: this module gets its own vcsim
+__all__ = ["inventory", "vcsim", "vcsim_tls"]  # module-scoped fixtures: this module gets its own vcsim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -280,3 +287,30 @@ def test_the_model_rejects_an_ova_that_is_no_path_or_url(value):
     for good in ("/srv/se.ova", "https://files.example.com/se-22.1.ova"):
         assert VCenterConfiguration(vcenter_url="https://vc", username="u",
                                     se_ova=good).se_ova == good
+
+
+@pytest.mark.parametrize("trust", ["ca_certificate", "thumbprint"])
+def test_disks_go_to_vcenter_over_tls_with_its_trust_settings(vcsim_tls, ova_server, trust):
+    """The lease's device URL names '*': the upload goes to vcenter_url's host and port over
+    HTTPS, trusting what the session trusts (the configured CA, or the pinned certificate)."""
+    url, pem = vcsim_tls
+    _, _, root = ova_server
+    pin = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+    trusted = {"ca_certificate": pem} if trust == "ca_certificate" else {"thumbprint": pin}
+    name = f"se-tls-{trust}"
+    drv = _driver(url, folder=None, se_template=name, se_ova=str(root / "se-1.0.ova"),
+                  **trusted)
+    spec = _spec()
+    parts = urlsplit(url)
+    si = SmartConnect(host=parts.hostname, port=parts.port, user=USER, pwd=PASSWORD,
+                      sslContext=ssl.create_default_context(cadata=pem))
+    try:
+        drv.create_se(spec)
+        content = si.RetrieveContent()
+        [template] = _vms(content, name)
+        assert template.config.template
+        assert _cloned_from(content, spec.name) == [name]
+    finally:
+        drv.delete_se(spec.se_uuid)
+        drv.close()
+        Disconnect(si)

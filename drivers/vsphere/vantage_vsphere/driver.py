@@ -449,8 +449,15 @@ class VSphereDriver(CloudDriver):
         ova = self.config["se_ova"]
 
         def fail(step: str, exc: BaseException | str) -> CloudError:
-            text = _fault_text(exc) if isinstance(exc, BaseException) else exc
-            return CloudError(f"SE OVA {ova}: {step} failed: {text}")
+            if isinstance(exc, CloudError):  # from _call: keep the fault, not its prefix
+                text, retryable = exc.reason.split(" failed: ", 1)[-1], exc.retryable
+            elif isinstance(exc, BaseException):
+                text = _fault_text(exc)
+                retryable = isinstance(exc, (OSError, http.client.HTTPException)) and not (
+                    isinstance(exc, urllib.error.HTTPError) and exc.code < 500)
+            else:
+                text, retryable = exc, False
+            return CloudError(f"SE OVA {ova}: {step} failed: {text}", retryable=retryable)
 
         def remove_leftover() -> None:
             # a half-finished import of an earlier run (tagged, never marked as a template)
@@ -540,7 +547,7 @@ class VSphereDriver(CloudDriver):
         try:
             result = self._call("creating the import spec", import_spec)
         except CloudError as exc:
-            raise fail("creating the import spec", str(exc)) from exc
+            raise fail("creating the import spec", exc) from exc
         if result.error:
             raise fail("creating the import spec", "; ".join(
                 e.localizedMessage or _fault_text(e.fault) for e in result.error))
@@ -552,7 +559,7 @@ class VSphereDriver(CloudDriver):
             lease = self._call("starting the import", lambda: where["pool"].ImportVApp(
                 spec=result.importSpec, folder=where["folder"]))
         except CloudError as exc:
-            raise fail("starting the import", str(exc)) from exc
+            raise fail("starting the import", exc) from exc
         step = "waiting for the import lease"
         vm = None
         try:
@@ -575,7 +582,12 @@ class VSphereDriver(CloudDriver):
                 now = time.monotonic()
                 if now - last[0] >= 2:  # keeps the lease alive as well
                     last[0] = now
-                    lease.HttpNfcLeaseProgress(min(99, (done + sent) * 100 // total))
+                    try:
+                        lease.HttpNfcLeaseProgress(min(99, (done + sent) * 100 // total))
+                    except (vmodl.MethodFault, OSError, http.client.HTTPException) as exc:
+                        # not worth failing the upload: the next report may pass
+                        LOG.warning("SE OVA %s: reporting progress failed: %s",
+                                    self.config["se_ova"], _fault_text(exc))
             for item in items:
                 step = f"uploading {item.path}"
                 device = urls.get(item.deviceId)
@@ -585,13 +597,13 @@ class VSphereDriver(CloudDriver):
                 done += max(item.size or 0, 0)
                 LOG.info("SE OVA %s: %s uploaded", self.config["se_ova"], item.path)
             step = "completing the import"
-            lease.HttpNfcLeaseProgress(100)
-            lease.HttpNfcLeaseComplete()
+            self._call(step, lambda: (lease.HttpNfcLeaseProgress(100),
+                                      lease.HttpNfcLeaseComplete()))
             step = "marking the imported VM as a template"
-            vm.MarkAsTemplate()
+            self._call(step, lambda: vm.config.template or vm.MarkAsTemplate())
         except BaseException as exc:
             self._abort_import(lease, vm, name, exc)
-            if isinstance(exc, CloudError):
+            if isinstance(exc, CloudError) and exc.reason.startswith("SE OVA "):
                 raise
             if isinstance(exc, Exception):
                 raise fail(step, exc) from exc
