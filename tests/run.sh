@@ -12,6 +12,7 @@ packages=(
     golang-go golang-github-vmware-govmomi-dev  # vcsim, the vCenter simulator (tests/integration/test_vsphere.py)
     openssh-server     # a real sshd for the Linux server cloud (tests/integration/test_linuxserver.py)
     shellcheck         # the devstack plugin's and the SE image's shell (tests/unit/devstack, tests/unit/se_image)
+    qemu-utils         # qemu-img makes the test OVA's disk (tests/integration/test_vsphere_ova.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do
