@@ -118,6 +118,8 @@ class ControlPlane:
         self.vs_runtime: dict[str, VsRuntime] = {}
         #: cloud uuid -> result of the last background check (validate, network discovery)
         self.cloud_state: dict[str, dict[str, Any]] = {}
+        #: cloud uuid -> its last failed SE create (name, reason, time) until one succeeds
+        self.se_create_failures: dict[str, dict[str, Any]] = {}
         #: where each virtual service runs; kept in the state directory so that a restarted
         #: controller leaves virtual services where they are while its SEs reconnect
         self.placements_file = state / "placements.json"
@@ -482,6 +484,7 @@ class ControlPlane:
             self._run_create(driver, spec, record))
 
     async def _run_create(self, driver: CloudDriver, spec: SeSpec, record: SeRecord) -> None:
+        cloud_uuid = str(driver.cloud.get("uuid") or "")
         try:
             info = await asyncio.to_thread(driver.create_se, spec)
         except CloudError as exc:
@@ -494,9 +497,14 @@ class ControlPlane:
             LOG.info("created SE %s (%s): %s", spec.name, spec.se_uuid, info.state.value)
             # se_create_timeout is the time to register once the cloud made the SE
             record.created_at = time.time()
+            self.se_create_failures.pop(cloud_uuid, None)
         finally:
             self._creating.pop(spec.se_uuid, None)
             self.wake()
+        if record.state == "failed":
+            # the cloud runtime shows why its last SE create failed (quota, image, host...)
+            self.se_create_failures[cloud_uuid] = {
+                "se_name": spec.name, "reason": record.reason, "time": time.time()}
 
     def _se_data_addresses(self) -> set[str]:
         """Addresses the clouds gave SEs in their data networks (attach_network)."""
@@ -1550,7 +1558,8 @@ class ControlPlane:
                 "return_path": driver.return_path().value,
                 "networks_discovered": checked.get("networks"),
                 "last_sync": checked.get("last_sync"),
-                "service_engines": len(ses)}
+                "service_engines": len(ses),
+                "last_se_create_failure": self.se_create_failures.get(cloud_uuid)}
 
     def _group_cloud(self, group_uuid: str) -> str | None:
         with self.store.begin() as tx:

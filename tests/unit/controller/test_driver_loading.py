@@ -1,16 +1,23 @@
-"""A controller whose stored cloud has no installed driver (a driver package removed or not
-yet installed on this node) still starts: the cloud shows as failed with the reason, and the
-other clouds keep working."""
+"""Cloud failures the operator must see: a controller whose stored cloud has no installed
+driver (a driver package removed or not yet installed on this node) still starts, the cloud
+shown as failed with the reason while the other clouds keep working; and an SE the cloud
+cannot create (quota, image, no valid host) shows why on the cloud's runtime too."""
 from __future__ import annotations
 
 import logging
 
+import pytest
+
 from tests.unit.controller.test_controlplane import (
     DRIVERS,
     Harness,
+    data_network,
+    group,
     ipam_cloud,
     static_cloud,
+    vs_on,
 )
+from vantage.cloud.base import CloudError
 from vantage.controller.controlplane import ControlPlane
 
 
@@ -39,3 +46,36 @@ async def test_a_cloud_without_its_driver_fails_alone_and_the_controller_starts(
             driver.close()
     finally:
         await h.close()
+
+
+@pytest.fixture
+async def h(state_path):
+    harness = Harness(state_path)
+    yield harness
+    await harness.close()
+
+
+async def test_a_failed_se_create_shows_its_reason_on_the_cloud_runtime(h):
+    cloud = static_cloud(h)
+    net = data_network(h, cloud, ranges=[("10.1.0.10", "10.1.0.20", "STATIC_IPS_FOR_VIP")])
+    grp = group(h, cloud, "full", max_se=1)
+    vsvip = h.create("vsvip", {"name": "full", "cloud_ref": cloud["url"], "vip": [
+        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net["url"]}]})
+    vs_on(h, "vs-full", grp, vsvip)
+    with h.services.store.begin() as tx:
+        driver = h.cp.drivers[cloud["uuid"]] = h.cp.make_driver(tx.get(cloud["uuid"]))
+    quota = "Quota exceeded for instances: Requested 1, but already used 10 of 10 instances"
+
+    def refuse(spec):
+        driver.calls.append(("create_se", spec.se_uuid))
+        raise CloudError(quota)
+    driver.create_se = refuse
+    await h.passes(1)
+    failure = h.cp.cloud_runtime(cloud["uuid"], cloud)["last_se_create_failure"]
+    assert failure["reason"] == quota and "full" in failure["se_name"]
+    [se] = [r for r in h.cp.ses.values() if r.group == grp["uuid"]]
+    assert (se.state, se.reason) == ("failed", quota)
+
+    del driver.create_se  # the cloud has room again: the next create clears it
+    await h.passes(3)
+    assert h.cp.cloud_runtime(cloud["uuid"], cloud)["last_se_create_failure"] is None
