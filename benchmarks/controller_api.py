@@ -165,7 +165,7 @@ def start_controller(state: Path) -> Controller:
     conf.write_text(f"[DEFAULT]\nstate_path = {state}\n\n"
                     f"[api]\nbind_host = 127.0.0.1\nbind_port = {port}\n\n"
                     "[controlplane]\nenabled = false\n")
-    log = open(state.parent / "controller.log", "wb")  # noqa: SIM115 - lives with the process
+    log = open(state.parent / "controller.log", "wb")
     env = {**os.environ, "VANTAGE_ADMIN_PASSWORD": ADMIN_PASSWORD}
     proc = subprocess.Popen(["vantage-controller", "--config-file", str(conf)], stdout=log,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)

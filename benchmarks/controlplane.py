@@ -240,7 +240,7 @@ class SimulatedSe:
                 await stop.wait()
                 for task in tasks:
                     task.cancel()
-        except Exception as exc:  # noqa: BLE001 - recorded and reported: the run is invalid
+        except Exception as exc:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     async def _receive(self, ws) -> None:

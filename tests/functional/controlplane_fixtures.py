@@ -381,7 +381,7 @@ class RequestLoop:
         longest = 0.0
         last_ok_end: float | None = None
         failing = False
-        for start, end, ok, _ in list(self.records):
+        for _start, end, ok, _ in list(self.records):
             if ok:
                 if failing and last_ok_end is not None:
                     longest = max(longest, end - last_ok_end)

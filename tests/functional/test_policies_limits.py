@@ -151,7 +151,7 @@ async def test_cookie_persistence_holds_and_moves_when_the_server_goes_down(back
         "name": "sticky", "persistence_type": "PERSISTENCE_TYPE_HTTP_COOKIE",
         "http_cookie_persistence_profile": {"cookie_name": "VSTICKY"}}]
     doc["pool"][0]["application_persistence_profile_ref"] = "sticky"
-    dataplane, stream = await start(doc)
+    dataplane, _stream = await start(doc)
     try:
         async with await HttpClient.connect(port, vip) as client:
             first = await client.get("/")

@@ -159,7 +159,7 @@ async def test_encrypted_key_with_its_passphrase_is_accepted(ca, backend):
                                       [cert_object("locked", issued, passphrase="s3cret")]),
                          vip, port)
     try:
-        response, cert, _ = await https_get(client_context(ca), vip, port, "locked.example.com")
+        response, _cert, _ = await https_get(client_context(ca), vip, port, "locked.example.com")
         assert response.status == 200
     finally:
         await secure.dataplane.close()
@@ -182,7 +182,7 @@ def test_bad_certificates_are_rejected_with_the_reason(ca, backend):
     assert "key_passphrase is wrong" in str(exc.value)
 
     expired = ca.issue_cert("old.example.com", not_after=datetime.datetime(2020, 1, 1,
-                                                                         tzinfo=datetime.timezone.utc))
+                                                                         tzinfo=datetime.UTC))
     with pytest.raises(ConfigError) as exc:
         compile_document(tls_document(backend, vip, 443, [cert_object("old", expired)]))
     assert "expired on 2020-01-01" in str(exc.value)
@@ -265,7 +265,7 @@ async def test_session_resumption_with_tickets(ca, backend):
         _, _, first = await https_get(ctx, vip, port, "shop.example.com")
         session = first.session
         assert session is not None
-        reader, writer = await asyncio.open_connection(
+        _reader, writer = await asyncio.open_connection(
             vip, port, ssl=ctx, server_hostname="shop.example.com", ssl_handshake_timeout=5)
         writer.close()
         # asyncio cannot hand a session to a new connection: resume with the ssl module (in a

@@ -70,7 +70,7 @@ class Sshd:
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "Subsystem sftp internal-sftp\n")
-        self.log = open(base / "sshd.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.log = open(base / "sshd.log", "ab")
         # sshd's privilege separation directory (tmpfs /run may lack it without systemd)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config), "-p",

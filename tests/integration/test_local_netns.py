@@ -82,7 +82,7 @@ def free_port() -> int:
 class Backend(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = self.server.label.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -271,7 +271,7 @@ def in_namespace(namespace: str, fn: Callable[[], Any]) -> Any:
         try:
             netns.setns(namespace, flags=0)
             outcome["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

@@ -152,7 +152,7 @@ def run_in_namespace(namespace: str, fn: Callable[..., T], *args: Any) -> T:
                 raise CloudError(f"network namespace {namespace} does not exist or cannot be "
                                  f"entered: {exc.strerror or exc}") from None
             outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name=f"netns-{namespace}", daemon=True)
@@ -203,7 +203,7 @@ def _on_thread(fn: Callable[[], None]) -> None:
     def target() -> None:
         try:
             fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

@@ -18,7 +18,7 @@ LOG = logging.getLogger("vantage.up")
 class _DemoBackend(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = f"hello from {self.server.label}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

@@ -37,7 +37,7 @@ def _object(text: str) -> dict[str, Any]:
     message = json.loads(text)
     if not isinstance(message, dict):
         # ValueError like a JSON syntax error: both end the channel the same way
-        raise ValueError("an SE channel message must be a JSON object")  # noqa: TRY004
+        raise ValueError("an SE channel message must be a JSON object")
     return message
 
 
@@ -162,7 +162,7 @@ class SeManager:
         """Run one SE channel until it closes."""
         try:
             hello = _object(await asyncio.wait_for(channel.receive(), 10))
-        except (asyncio.TimeoutError, ValueError, ConnectionError):
+        except (TimeoutError, ValueError, ConnectionError):
             await channel.close(1008)
             return
         se_uuid = str(hello.get("se_uuid") or "")

@@ -54,7 +54,7 @@ class IpAddr(Struct):
         return value
 
     @pydantic.model_validator(mode="after")
-    def _type_matches(self) -> "IpAddr":
+    def _type_matches(self) -> IpAddr:
         import ipaddress
         version = ipaddress.ip_address(self.addr).version
         self.type = "V4" if version == 4 else "V6"

@@ -71,7 +71,7 @@ class Pool(VantageObject):
     it, server certificates are not verified."""
 
     @pydantic.model_validator(mode="after")
-    def _hash_header_given(self) -> "Pool":
+    def _hash_header_given(self) -> Pool:
         if (self.lb_algorithm == LbAlgorithm.LB_ALGORITHM_CONSISTENT_HASH
                 and self.lb_algorithm_hash == LbAlgorithmHash.LB_ALGORITHM_CONSISTENT_HASH_CUSTOM_HEADER
                 and not self.lb_algorithm_consistent_hash_hdr):
@@ -122,7 +122,7 @@ class HealthMonitor(VantageObject):
     is_federated: bool = False
 
     @pydantic.model_validator(mode="after")
-    def _timeout_fits_interval(self) -> "HealthMonitor":
+    def _timeout_fits_interval(self) -> HealthMonitor:
         if self.receive_timeout >= self.send_interval and self.send_interval > 1:
             raise ValueError(
                 f"receive_timeout ({self.receive_timeout}) must be less than send_interval "

@@ -6,8 +6,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from vantage.model.base import Struct, VantageObject
-from vantage.model.ratelimit import DosRateLimitProfile
 from vantage.model.enums import ApplicationProfileType, ProtocolType
+from vantage.model.ratelimit import DosRateLimitProfile
 
 
 class HttpProfile(Struct):

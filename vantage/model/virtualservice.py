@@ -37,7 +37,7 @@ class Service(Struct):
     override_network_profile_ref: str | None = None
 
     @pydantic.model_validator(mode="after")
-    def _range(self) -> "Service":
+    def _range(self) -> Service:
         if self.port_range_end is not None and self.port_range_end < self.port:
             raise ValueError("port_range_end must not be below port")
         return self
@@ -69,7 +69,7 @@ class VirtualService(VantageObject):
     cloud_ref: str | None = None
     ssl_profile_ref: str | None = None
     ssl_key_and_certificate_refs: list[str] = []
-    analytics_policy: "AnalyticsPolicy | None" = None
+    analytics_policy: AnalyticsPolicy | None = None
     performance_limits: PerformanceLimits | None = None
     connections_rate_limit: RateProfile | None = None
     """New connections per second (all clients together); past it they are reset."""

@@ -16,9 +16,9 @@ import pydantic
 import yaml
 
 from vantage.model import refs
+from vantage.model.applicationpersistenceprofile import ApplicationPersistenceProfile
 from vantage.model.base import VantageObject, describe_errors
 from vantage.model.defaults import SYSTEM_OBJECTS
-from vantage.model.applicationpersistenceprofile import ApplicationPersistenceProfile
 from vantage.model.httppolicyset import HttpPolicySet
 from vantage.model.pool import HealthMonitor, Pool
 from vantage.model.profiles import ApplicationProfile, NetworkProfile
@@ -293,7 +293,7 @@ def compile_document(document: dict[str, Any]) -> CompiledConfig:
                                         or compiled.has_response_rules) else None
             except PolicyError as exc:
                 problems.extend(f"{label}.http_policies: {p}" for p in exc.problems)
-        if vsvip is None or pool is None and vs.pool_ref or app is None or net is None:
+        if vsvip is None or (pool is None and vs.pool_ref) or app is None or net is None:
             continue
         addresses = [v.ip_address.addr for v in vsvip.vip if v.enabled and v.ip_address]
         if not addresses:

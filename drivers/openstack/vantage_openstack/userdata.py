@@ -74,7 +74,7 @@ def bootstrap_from_user_data(text: str | bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise ValueError(f"{BOOTSTRAP_PATH} in user data is not JSON: {exc}") from None
     if not isinstance(bootstrap, dict):
-        raise ValueError(  # noqa: TRY004 (bad input text, like every error here)
+        raise ValueError(
             f"{BOOTSTRAP_PATH} in user data is not a JSON object")
     missing = [key for key in REQUIRED if not bootstrap.get(key)]
     if missing:

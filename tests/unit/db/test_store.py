@@ -155,7 +155,7 @@ def test_concurrent_writers_all_land(store):
             for n in range(base, base + 25):
                 with store.begin(write=True) as tx:
                     tx.insert(_obj("pool", n))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(i * 100,)) for i in range(1, 5)]
