@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -151,6 +151,24 @@ class CloudDriver(abc.ABC):
 
     def __init__(self, cloud: Mapping[str, Any], **kwargs: Any) -> None:
         self.cloud = cloud
+        #: the parsed `*_configuration`, None while it is invalid (see `load_configuration`)
+        self.config: Any = None
+        self.config_error: CloudConfigError | None = None
+
+    def load_configuration(self, parse: Callable[[], Any]) -> None:
+        """Parse the cloud's configuration now and keep its error for later: the controller
+        constructs the driver of every cloud at start, so a bad configuration must surface
+        from `validate()` and every call (via `_conf()`), not from the constructor."""
+        try:
+            self.config, self.config_error = parse(), None
+        except CloudConfigError as exc:
+            self.config, self.config_error = None, exc
+
+    def _conf(self) -> Any:
+        """The parsed configuration. :raises CloudConfigError: naming what is wrong."""
+        if self.config_error is not None:
+            raise self.config_error
+        return self.config
 
     @abc.abstractmethod
     def validate(self) -> None:

@@ -100,19 +100,12 @@ class LinuxServerDriver(CloudDriver):
         self._lock = threading.Lock()
         self._placing = threading.Lock()
         self._next = 0
-        # a bad configuration surfaces from validate() and every call, not at construction
-        try:
-            self.config: LinuxServerConfiguration | None = _config(cloud)
-            self.error: CloudConfigError | None = None
-        except CloudConfigError as exc:
-            self.config, self.error = None, exc
+        self.load_configuration(lambda: _config(cloud))
 
     # configuration and connections ---------------------------------------------------------
 
     def _conf(self) -> LinuxServerConfiguration:
-        if self.error is not None:
-            raise self.error
-        return self.config
+        return super()._conf()
 
     def _host(self, address: str) -> SshHost:
         config = self._conf()

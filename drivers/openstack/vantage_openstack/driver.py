@@ -155,19 +155,12 @@ class OpenStackDriver(CloudDriver):
         self._conn: openstack.connection.Connection | None = None
         self._lock = threading.Lock()
         self._network_names: dict[str, str] = {}
-        # a bad configuration surfaces from validate() and every call, not at construction
-        try:
-            self.config: OpenStackConfiguration | None = parse(cloud)
-            self.error: CloudConfigError | None = None
-        except CloudConfigError as exc:
-            self.config, self.error = None, exc
+        self.load_configuration(lambda: parse(cloud))
 
     # -- configuration, connection, calls -----------------------------------------------------
 
     def _conf(self) -> OpenStackConfiguration:
-        if self.error is not None:
-            raise self.error
-        return self.config
+        return super()._conf()
 
     @property
     def conn(self) -> openstack.connection.Connection:

@@ -61,12 +61,12 @@ def test_known_hosts_may_stand_in_for_a_pin(tmp_path):
     body = cloud(hosts=[{"host_ip": "192.0.2.10", "ssh_port": 2222}],
                  known_hosts="[192.0.2.10]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
     driver = driver_module.LinuxServerDriver(body, state_path=str(tmp_path))
-    assert driver.error is None
+    assert driver.config_error is None
     assert driver.return_path() is ReturnPath.ASYMMETRIC
     # the same host on port 22 is a different known_hosts entry
     body = cloud(hosts=[{"host_ip": "192.0.2.10"}],
                  known_hosts="[192.0.2.10]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
-    assert driver_module.LinuxServerDriver(body, state_path=str(tmp_path)).error is not None
+    assert driver_module.LinuxServerDriver(body, state_path=str(tmp_path)).config_error is not None
 
 
 def test_the_fingerprint_is_the_one_ssh_keygen_prints(tmp_path):
