@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -101,6 +101,34 @@ class _Families:
                 self.errors, self.connect_failures, self.latency]
 
 
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+NOT_FOUND = ("404 Not Found", "text/plain", b"try /metrics or /status\n")
+
+
+async def answer_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         answer: Callable[[bytes], Awaitable[tuple[str, str, bytes]]]) -> None:
+    """One request on a stats listener: GET only, answered by `answer(path)` with (status,
+    content type, body), then the connection closes. A scrape never takes the SE down."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            pass
+        parts = line.split()
+        if parts[:1] != [b"GET"] or len(parts) < 2:
+            status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+        else:
+            status, ctype, body = await answer(parts[1].split(b"?")[0])
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
+                     f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError):
+        pass
+    except Exception:
+        LOG.exception("stats request failed")
+    finally:
+        writer.close()
+
+
 class StatsServer:
     """`GET /metrics` (Prometheus text) and `GET /status` (JSON) on the stats listener."""
 
@@ -123,39 +151,21 @@ class StatsServer:
         os.chmod(path, 0o600)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = line.split()
-            path = parts[1].split(b"?")[0] if len(parts) >= 2 else b""
-            if parts[:1] != [b"GET"]:
-                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
-            elif path == b"/metrics":
-                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
-                body = generate_latest(self.registry)
-            elif path == b"/snapshot" and isinstance(self._server.sockets[0].getsockname(), str):
-                from vantage.se.workers import snapshot
-                status, ctype = "200 OK", "application/json"
-                body = json.dumps(snapshot(self.dataplane)).encode()
-            elif path == b"/logs" and self.drain_logs is not None and \
-                    isinstance(self._server.sockets[0].getsockname(), str):
-                status, ctype = "200 OK", "application/json"
-                body = json.dumps(self.drain_logs()).encode()
-            elif path == b"/status":
-                status, ctype = "200 OK", "application/json"
-                body = json.dumps(self.status() if self.status else {}).encode()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
-                         f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        except Exception:  # a scrape must never take the SE down
-            LOG.exception("stats request failed")
-        finally:
-            writer.close()
+        await answer_request(reader, writer, self._answer)
+
+    async def _answer(self, path: bytes) -> tuple[str, str, bytes]:
+        private = isinstance(self._server.sockets[0].getsockname(), str)  # a worker's socket
+        if path == b"/metrics":
+            return "200 OK", PROMETHEUS_TEXT, generate_latest(self.registry)
+        if path == b"/snapshot" and private:
+            from vantage.se.workers import snapshot
+            return "200 OK", "application/json", json.dumps(snapshot(self.dataplane)).encode()
+        if path == b"/logs" and private and self.drain_logs is not None:
+            return "200 OK", "application/json", json.dumps(self.drain_logs()).encode()
+        if path == b"/status":
+            return ("200 OK", "application/json",
+                    json.dumps(self.status() if self.status else {}).encode())
+        return NOT_FOUND
 
     async def close(self) -> None:
         if self._server is not None:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from vantage.proxy.stats import Histogram, TrafficStats
 from vantage.se.config import ConfigError, compile_document, load_file
-from vantage.se.metrics import DataPlaneCollector
+from vantage.se.metrics import NOT_FOUND, PROMETHEUS_TEXT, DataPlaneCollector, answer_request
 
 LOG = logging.getLogger("vantage.se.workers")
 
@@ -240,29 +240,15 @@ async def serve_totals(host: str, port: int, workers: WorkerSet,
                        status: Callable[[], Awaitable[dict]]) -> asyncio.AbstractServer:
     """The stats listener of a multi-worker SE: GET /metrics answers the totals of every
     worker, GET /status the supervisor's status."""
+    async def answer(path: bytes) -> tuple[str, str, bytes]:
+        if path == b"/metrics":
+            return "200 OK", PROMETHEUS_TEXT, await metrics_totals(workers)
+        if path == b"/status":
+            return "200 OK", "application/json", json.dumps(await status()).encode()
+        return NOT_FOUND
+
     async def handle(reader, writer) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            path = line.split()[1].split(b"?")[0] if len(line.split()) > 1 else b""
-            if path == b"/metrics":
-                body, ctype, code = await metrics_totals(workers), \
-                    "text/plain; version=0.0.4; charset=utf-8", "200 OK"
-            elif path == b"/status":
-                body, ctype, code = json.dumps(await status()).encode(), \
-                    "application/json", "200 OK"
-            else:
-                body, ctype, code = b"try /metrics or /status\n", "text/plain", "404 Not Found"
-            writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: "
-                         f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        except Exception:  # a scrape must never take the SE down
-            LOG.exception("stats request failed")
-        finally:
-            writer.close()
+        await answer_request(reader, writer, answer)
 
     server = await asyncio.start_server(handle, host, port)
     LOG.info("stats listener on http://%s:%d/metrics (totals of %d workers)", host, port,
