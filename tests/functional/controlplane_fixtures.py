@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import json
 import os
 import pathlib
 import random
@@ -222,6 +223,18 @@ class ControlPlaneController:
         if group_uuid is not None:
             ses = [se for se in ses if (se.get("se_group_ref") or "").endswith(group_uuid)]
         return ses
+
+
+def start_managed_se(bootstrap: dict[str, Any], state: pathlib.Path) -> subprocess.Popen:
+    """Play the hypervisor: start `vantage-se` in managed mode with the bootstrap data a cloud
+    handed to its SE VM (guestinfo, user data), as the SE image would at boot."""
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "bootstrap.json").write_text(json.dumps(bootstrap))
+    with open(state / "se.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vantage.se.cmd", "--bootstrap", str(state / "bootstrap.json"),
+             "--state-dir", str(state), "--stats-listen", "none", "--request-log", "none"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager

@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import os
 import select
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -385,6 +383,7 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
         backends,
         http_get,
         running_controller,
+        start_managed_se,
         wait_for,
     )
 
@@ -444,15 +443,7 @@ def test_controller_creates_an_se_vm_that_registers_and_serves(vcsim, inventory,
                 ("10.10.0.50", "255.255.255.0", "10.10.0.1")
             assert se["mgmt_ip_address"]["addr"] == "10.10.0.50"
             assert [n.name for n in vm.network][:1] == ["VM Network"]
-            state = tmp_path / "se"
-            state.mkdir()
-            (state / "bootstrap.json").write_text(json.dumps(boot))
-            with open(state / "se.log", "ab") as log:
-                se_procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "vantage.se.cmd", "--bootstrap",
-                     str(state / "bootstrap.json"), "--state-dir", str(state),
-                     "--stats-listen", "none", "--request-log", "none"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            se_procs.append(start_managed_se(boot, tmp_path / "se"))
             runtime = ctrl.wait_oper(vs["uuid"], "OPER_UP", timeout=60)
             vip = runtime["vip_summary"][0]["ip_address"]["addr"]
             assert http_get(vip, 8080)[0] == 200

@@ -11,9 +11,7 @@ real controller and serves a VIP Neutron handed out (the VIP subnet is a loopbac
 from __future__ import annotations
 
 import ipaddress
-import json
 import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -405,6 +403,7 @@ def test_controller_creates_an_se_server_that_registers_and_serves(stack, eyes, 
         backends,
         http_get,
         running_controller,
+        start_managed_se,
         wait_for,
     )
 
@@ -441,15 +440,7 @@ def test_controller_creates_an_se_server_that_registers_and_serves(stack, eyes, 
             assert boot["se_uuid"] == se["uuid"] == server.metadata["vantage-se"]
             assert boot["controller_url"] == ctrl.url
             assert "BEGIN CERTIFICATE" in boot["controller_ca"]
-            state = tmp_path / "se"
-            state.mkdir()
-            (state / "bootstrap.json").write_text(json.dumps(boot))
-            with open(state / "se.log", "ab") as log:
-                se_procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "vantage.se.cmd", "--bootstrap",
-                     str(state / "bootstrap.json"), "--state-dir", str(state),
-                     "--stats-listen", "none", "--request-log", "none"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            se_procs.append(start_managed_se(boot, tmp_path / "se"))
 
             # the SE registers and serves the VIP Neutron reserved, through its data port
             runtime = ctrl.wait_oper(vs["uuid"], "OPER_UP", timeout=90)
