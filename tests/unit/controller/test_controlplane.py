@@ -513,18 +513,25 @@ async def test_a_new_se_gets_its_groups_sizing_flavor_zones_and_networks_as_the_
         ("net-data-id", "os-data", data["uuid"], "attached")
 
 
-async def test_data_networks_follow_placement_attached_before_plumbing_detached_after(harness):
-    h = harness
+async def two_networks_one_vip(h: Harness, group_name: str) -> tuple[dict[str, Any], ...]:
+    """A static-range cloud with networks pg-one and pg-two, an SE group of one SE, and a
+    virtual service whose VIP is in pg-one, after the passes that place it."""
     cloud = static_cloud(h)
     net1 = data_network(h, cloud, name="pg-one", subnet="10.1.0",
                         ranges=[("10.1.0.10", "10.1.0.20", "STATIC_IPS_FOR_VIP")])
     net2 = data_network(h, cloud, name="pg-two", subnet="10.2.0",
                         ranges=[("10.2.0.10", "10.2.0.20", "STATIC_IPS_FOR_VIP")])
-    grp = group(h, cloud, "vc-nets", max_se=1)
+    grp = group(h, cloud, group_name, max_se=1)
     one = h.create("vsvip", {"name": "one", "cloud_ref": cloud["url"], "vip": [
         {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net1["url"]}]})
     vs_on(h, "vs-one", grp, one)
     await h.passes(2)
+    return cloud, net1, net2, grp, one
+
+
+async def test_data_networks_follow_placement_attached_before_plumbing_detached_after(harness):
+    h = harness
+    cloud, _, net2, grp, _ = await two_networks_one_vip(h, "vc-nets")
     driver = h.driver(cloud)
     [(se_uuid, spec)] = driver.ses.items()
     assert spec.data_networks == ("pg-one",)
@@ -559,16 +566,7 @@ async def test_data_networks_follow_placement_attached_before_plumbing_detached_
 
 async def test_a_failed_attach_is_shown_on_both_runtimes_not_plumbed_and_retried(harness):
     h = harness
-    cloud = static_cloud(h)
-    net1 = data_network(h, cloud, name="pg-one", subnet="10.1.0",
-                        ranges=[("10.1.0.10", "10.1.0.20", "STATIC_IPS_FOR_VIP")])
-    net2 = data_network(h, cloud, name="pg-two", subnet="10.2.0",
-                        ranges=[("10.2.0.10", "10.2.0.20", "STATIC_IPS_FOR_VIP")])
-    grp = group(h, cloud, "vc-fail", max_se=1)
-    one = h.create("vsvip", {"name": "one", "cloud_ref": cloud["url"], "vip": [
-        {"vip_id": "0", "auto_allocate_ip": True, "network_ref": net1["url"]}]})
-    vs_on(h, "vs-one", grp, one)
-    await h.passes(2)
+    cloud, _, net2, grp, _ = await two_networks_one_vip(h, "vc-fail")
     driver = h.driver(cloud)
     [se_uuid] = driver.ses
     refusal = "no port group named 'pg-two' in datacenter 'dc1'"
