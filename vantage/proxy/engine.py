@@ -35,7 +35,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._l4 = None
 
-    async def start(self, engine: "ProxyEngine", sock: socket.socket) -> None:
+    async def start(self, engine: ProxyEngine, sock: socket.socket) -> None:
         loop = engine.loop
         if self.mode == L4:
             from vantage.proxy.l4 import L4Listener

@@ -879,7 +879,7 @@ def _generate(compiler: _Compiler, security: list[_Rule], request: list[_Rule],
     else:
         lines.append("    return None")
     source = "\n".join(lines) + "\n"
-    exec(compile(source, "<httppolicies>", "exec"), namespace)  # noqa: S102 (constants by name)
+    exec(compile(source, "<httppolicies>", "exec"), namespace)
     return source, namespace["evaluate_request"], namespace["evaluate_response"]
 
 
@@ -1157,7 +1157,7 @@ def _matches(match: MatchTarget, field: str, **request: Any) -> bool:
                            RSP_WANTED=frozenset(), RSP_LENGTHS=frozenset())
     lines = ["def probe(method, target, host, headers, client_ip, https, vs_port):",
              *("    " + line for line in probe.prelude()), f"    return {expr}"]
-    exec(compile("\n".join(lines), "<probe>", "exec"), probe.namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<probe>", "exec"), probe.namespace)
     fields = {"method": b"GET", "target": b"/", "host": None, "headers": (), "client_ip": "",
               "https": False, "vs_port": 0, **request}
     return bool(probe.namespace["probe"](**fields))

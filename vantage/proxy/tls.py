@@ -89,7 +89,7 @@ def certificate_context(spec: CertificateSpec, profile: TlsProfile) -> tuple[ssl
         names, not_after = _names(spec.certificate)
     except ValueError:
         raise TlsConfigError(f"{spec.name}: the certificate is not PEM X.509") from None
-    if not_after < datetime.datetime.now(datetime.timezone.utc):
+    if not_after < datetime.datetime.now(datetime.UTC):
         raise TlsConfigError(f"{spec.name}: the certificate expired on {not_after:%Y-%m-%d}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_profile(ctx, profile)
