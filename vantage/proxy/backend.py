@@ -11,9 +11,9 @@ class Server:
     health state machine (vantage.proxy.health). A server gets new flows only when `available`.
     """
 
-    __slots__ = ("pool_name", "ip", "port", "addr", "key", "ratio", "enabled", "up",
+    __slots__ = ("pool_name", "ip", "port", "addr", "key", "ratio", "_enabled", "_up",
                  "down_reason", "active_conns", "ewma_response_time", "stats", "health",
-                 "draining", "hostname")
+                 "_draining", "hostname", "available")
 
     def __init__(self, pool_name: str, ip: str, port: int, ratio: int = 1, enabled: bool = True,
                  hostname: str | None = None):
@@ -23,21 +23,47 @@ class Server:
         self.addr = (ip, port)
         self.key = f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
         self.ratio = ratio
-        self.enabled = enabled
-        self.up = True
+        self._enabled = enabled
+        self._up = True
+        self._draining = False
+        #: enabled, up and not draining: kept by those three (read for every request, written
+        #: rarely)
+        self.available = enabled
         self.down_reason: str | None = None
         self.active_conns = 0
         #: exponentially weighted moving average of the response time, seconds; 0.0 = no sample
         self.ewma_response_time = 0.0
         self.stats = TrafficStats()
         self.health = None  # vantage.proxy.health.ServerHealth, attached by the pool
-        self.draining = False
         #: the configured name of the server (Host header and TLS SNI of health checks), or None
         self.hostname = hostname
 
     @property
-    def available(self) -> bool:
-        return self.enabled and self.up and not self.draining
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+        self.available = value and self._up and not self._draining
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        self._up = value
+        self.available = self._enabled and value and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self.available = self._enabled and self._up and not value
 
     def record_response_time(self, seconds: float) -> None:
         if self.ewma_response_time == 0.0:

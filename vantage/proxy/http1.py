@@ -7,6 +7,8 @@ enforced here, each citing its RFC 9112 / RFC 9110 section.
 """
 from __future__ import annotations
 
+import functools
+import re
 import urllib.parse
 from typing import Protocol
 
@@ -45,30 +47,51 @@ REASONS = {
 class RequestHead:
     """A parsed, validated request header section."""
 
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "content_length",
+    __slots__ = ("method", "target", "version", "_headers", "keep_alive", "content_length",
                  "chunked", "upgrade", "expect_continue", "host", "user_agent", "hash_value",
-                 "size", "connection", "xff")
+                 "size", "connection", "xff", "raw")
 
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
+    def __init__(self, method: bytes = b"", target: bytes = b"", host: bytes | None = None,
+                 user_agent: bytes | None = None, raw: bytes | None = None,
+                 size: int = 0) -> None:
+        """An empty head for the parser to fill in, or a simple request's (`raw` given)."""
+        self.method = method
+        self.target = target
         self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes]] | None = [] if raw is None else None
         self.keep_alive = True
         #: declared body length; None when chunked or no body
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade: bytes | None = None
         self.expect_continue = False
-        self.host: bytes | None = None
-        self.user_agent: bytes | None = None
+        self.host = host
+        self.user_agent = user_agent
         #: value of the pool's consistent-hash header, if the pool hashes on one
         self.hash_value: bytes | None = None
-        self.size = 0
+        self.size = size
         #: value of the Connection field(s); hop-by-hop fields are not kept in `headers`
         self.connection: bytes | None = None
         #: X-Forwarded-For value(s) the client sent, when the profile inserts X-Forwarded-For
         self.xff: bytes | None = None
+        #: the request line and field lines exactly as received, when they can be forwarded
+        #: as they are (see RequestReader: simple requests); None once `headers` is used
+        self.raw = raw
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The field lines the proxy forwards. Reading them (to change them) makes the head
+        be rebuilt from this list instead of forwarded as received."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _parse_fields(self.raw)
+        self.raw = None
+        return headers
+
+    @headers.setter
+    def headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._headers = value
+        self.raw = None
 
     @property
     def has_body(self) -> bool:
@@ -76,24 +99,73 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "version", "headers", "keep_alive", "content_length",
-                 "chunked", "connection", "upgrade", "codings")
+    __slots__ = ("status", "_reason", "version", "_headers", "keep_alive", "content_length",
+                 "chunked", "connection", "upgrade", "codings", "raw")
 
-    def __init__(self) -> None:
-        self.status = 0
-        self.reason = b""
+    def __init__(self, status: int = 0, raw: bytes | None = None, keep_alive: bool = True,
+                 content_length: int | None = None) -> None:
+        """An empty head for the parser to fill in, or a simple response's (`raw` given)."""
+        self.status = status
+        # a simple response's reason phrase is read from raw when asked for
+        self._reason: bytes | None = b"" if raw is None else None
         self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = True
-        self.content_length: int | None = None
+        self._headers: list[tuple[bytes, bytes]] | None = [] if raw is None else None
+        self.keep_alive = keep_alive
+        self.content_length = content_length
         self.chunked = False
         self.connection: bytes | None = None
         self.upgrade: bytes | None = None
         #: transfer codings other than a final chunked (e.g. b"gzip"), in order
         self.codings: bytes | None = None
+        #: status line and field lines as received minus the hop-by-hop ones, when they can
+        #: be relayed as they are (see ResponseReader: simple responses); None once `headers`
+        #: is used
+        self.raw = raw
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The field lines relayed to the client (hop-by-hop ones removed). Reading them (to
+        change them) makes the head be rebuilt from this list."""
+        headers = self._headers
+        if headers is None:
+            self.reason  # noqa: B018 - taken from the status line before it goes
+            headers = self._headers = _parse_fields(self.raw)
+        self.raw = None
+        return headers
+
+    @headers.setter
+    def headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._headers = value
+        self.raw = None
+
+    @property
+    def reason(self) -> bytes:
+        reason = self._reason
+        if reason is None:
+            # a simple response: the reason phrase is the rest of its status line
+            reason = self._reason = self.raw[13:self.raw.find(b"\r\n")]
+        return reason
+
+    @reason.setter
+    def reason(self, value: bytes) -> None:
+        self._reason = value
+
+
+def _parse_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The field lines of a header section that llhttp accepted (start line first, each line
+    ending in CRLF), as on_header would have reported them: leading whitespace of the value
+    dropped, trailing whitespace kept."""
+    fields = []
+    for line in raw.split(b"\r\n")[1:-1]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.lstrip(b" \t")))
+    return fields
 
 
 class RequestHandler(Protocol):
+    """What a RequestReader calls. A handler may also have `on_whole_request(head)`: a
+    bodiless request whole in one read then comes as that one call."""
+
     def on_request(self, head: RequestHead) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_complete(self, trailers: list[tuple[bytes, bytes]] | None) -> None: ...
@@ -102,6 +174,9 @@ class RequestHandler(Protocol):
 
 
 class ResponseHandler(Protocol):
+    """What a ResponseReader calls. A handler may also have `on_whole_response(head, body)`: a
+    response whole in one read then comes as that one call."""
+
     def on_response(self, head: ResponseHead) -> None: ...
     def on_informational(self, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
@@ -120,9 +195,10 @@ class _Reject(Exception):
 class RequestReader:
     """Client-side parser: enforces limits and framing rules, then hands on clean requests."""
 
-    __slots__ = ("_handler", "_parser", "_settings", "_head", "_url", "_in_head", "_head_bytes",
+    __slots__ = ("_handler", "_parser", "_settings", "_head", "_url", "in_head", "_head_bytes",
                  "_header_bytes", "_trailers", "_failed", "_hash_header", "_xff", "_replaced",
-                 "_codings")
+                 "_codings", "_between", "_checker", "_special", "_simple_max", "_uncounted",
+                 "_last", "_last_parsed", "_whole")
 
     def __init__(self, handler: RequestHandler, settings: HttpSettings,
                  hash_header: bytes | None = None) -> None:
@@ -131,7 +207,8 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(_Callbacks(self, handler.on_request_body))
         self._head: RequestHead | None = None
         self._url = b""
-        self._in_head = False
+        #: True while a request's header section has started but not ended (408 applies)
+        self.in_head = False
         self._head_bytes = 0
         self._header_bytes = 0
         self._trailers: list[tuple[bytes, bytes]] | None = None
@@ -147,18 +224,43 @@ class RequestReader:
         if settings.x_forwarded_port:
             replaced.add(b"x-forwarded-port")
         self._replaced = frozenset(replaced)
-
-    @property
-    def in_head(self) -> bool:
-        """True while a request's header section has started but not ended (408 applies)."""
-        return self._in_head
+        #: at a message boundary, after a request that kept the connection open: the next
+        #: read may be taken by the simple-request path (see _simple)
+        self._between = True
+        #: llhttp without callbacks: validates simple requests (see _simple)
+        self._checker = None
+        #: fields that take a request off the simple path; a second Host is one of them
+        special = set(HOP_BY_HOP) | self._replaced | {b"content-length", b"expect", b"host"}
+        if self._xff is not None:
+            special.add(self._xff)
+        self._special = _field_names_pattern(frozenset(special))
+        #: a request no longer than this is within the limits of every line and the section
+        self._simple_max = min(settings.max_header_line, settings.max_header_section)
+        if hash_header is not None:
+            self._simple_max = 0  # the hash header is looked for by on_header
+        #: a request no longer than this cannot have more fields than allowed (a field line
+        #: takes at least 4 bytes), longer ones are counted
+        self._uncounted = 4 * settings.max_header_count
+        #: the last simple request and what _simple found in it: a keep-alive client often
+        #: sends the same bytes again, which need no second look
+        self._last = b""
+        self._last_parsed: tuple = ()
+        #: the handler's event for a whole bodiless request, if it has one
+        self._whole = getattr(handler, "on_whole_request", None)
 
     def feed(self, data: bytes) -> None:
         if self._failed:
             return
+        if self._between:
+            if data == self._last:
+                self._hand_on(self._last_parsed)
+                return
+            if len(data) <= self._simple_max and data[-4:] == b"\r\n\r\n" and self._simple(data):
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            self._between = False  # what follows is not HTTP
             if not self._failed:
                 self._handler.on_upgrade_data(data[exc.args[0]:])
             return
@@ -171,25 +273,77 @@ class RequestReader:
         except httptools.HttpParserError as exc:
             self._fail(400, f"malformed request: {exc}")
             return
-        if self._in_head:
+        if self.in_head:
             # llhttp keeps partial header lines for us: bound them (RFC 9112 §2.3). An overlong
             # request target was already refused by on_url with 414.
             self._head_bytes += len(data)
             if self._head_bytes > self._settings.max_header_section + self._settings.max_header_line:
                 self._fail(431, "request header section too large")
 
+    def _simple(self, data: bytes) -> bool:
+        """The common request, handled without a callback per field: `data` is exactly one
+        bodiless HTTP/1.1 request in origin form, Host first with a valid value (RFC 9112
+        §3.2), whose fields need no rewriting (no hop-by-hop or framing field, no Expect, none
+        of those the proxy sets itself) and within every limit. llhttp still validates the
+        bytes; the head keeps them (`raw`) to be forwarded as they are. False (nothing
+        consumed) sends `data` through the full parser, which then reports what is wrong or
+        unusual, as for any other request."""
+        start = _SIMPLE_REQUEST_START.match(data)
+        if start is None or data.find(b"\r\n\r\n") != len(data) - 4:
+            return False
+        lower = data.lower()
+        if self._special.search(lower, start.end() - 1) is not None:
+            return False
+        if len(data) > self._uncounted \
+                and data.count(b"\n") - 2 > self._settings.max_header_count:
+            return False
+        method, target, host = start.groups()
+        if method == b"CONNECT":
+            return False
+        checker = self._checker
+        if checker is None:
+            checker = self._checker = httptools.HttpRequestParser(_NoCallbacks())
+        try:
+            checker.feed_data(data)
+        except httptools.HttpParserError:
+            self._checker = None
+            return False
+        user_agent = lower.rfind(b"\nuser-agent:")
+        if user_agent >= 0:
+            user_agent += 12
+            user_agent = data[user_agent:data.find(b"\r", user_agent)].lstrip(b" \t")
+        else:
+            user_agent = None
+        # size: what on_header would count, each field as name + value + 4, and the target
+        self._last = data
+        self._last_parsed = parsed = (method, target, host, user_agent, data[:-2],
+                                      len(data) - 14 - len(method))
+        self._hand_on(parsed)
+        return True
+
+    def _hand_on(self, parsed: tuple) -> None:
+        """A simple request (the arguments of RequestHead), as on_headers_complete and
+        on_message_complete hand one on."""
+        if self._whole is not None:
+            self._whole(RequestHead(*parsed))
+            return
+        handler = self._handler
+        handler.on_request(RequestHead(*parsed))
+        handler.on_request_complete(None)
+
     def _fail(self, status: int, reason: str) -> None:
         if not self._failed:
             self._failed = True
-            self._in_head = False
+            self.in_head = False
             self._handler.on_request_error(status, reason)
 
     # llhttp callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._between = False
         self._head = RequestHead()
         self._url = b""
-        self._in_head = True
+        self.in_head = True
         self._head_bytes = 0
         self._header_bytes = 0
         self._trailers = None
@@ -202,7 +356,7 @@ class RequestReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
-        if not self._in_head:
+        if not self.in_head:
             # a header after the body is a trailer field (RFC 9112 §7.1.2)
             if self._trailers is None:
                 self._trailers = []
@@ -215,7 +369,7 @@ class RequestReader:
         self._header_bytes += size
         if self._header_bytes > self._settings.max_header_section:
             raise _Reject(431, "request header section too large")
-        headers = head.headers
+        headers = head._headers
         if len(headers) >= self._settings.max_header_count:
             raise _Reject(431, f"more than {self._settings.max_header_count} header fields")
         lname = name.lower()
@@ -264,7 +418,7 @@ class RequestReader:
     def on_headers_complete(self) -> None:
         head = self._head
         parser = self._parser
-        self._in_head = False
+        self.in_head = False
         self._head_bytes = 0
         head.size = len(self._url) + self._header_bytes
         version = parser.get_http_version()
@@ -320,6 +474,8 @@ class RequestReader:
         self._handler.on_request(head)
 
     def on_message_complete(self) -> None:
+        # after a request that closes the connection llhttp takes no more: neither do we
+        self._between = self._head.keep_alive
         self._handler.on_request_complete(self._trailers)
         self._head = None
         self._trailers = None
@@ -328,52 +484,131 @@ class RequestReader:
 class ResponseReader:
     """Server-side parser. `expect_no_body()` before a response to HEAD (llhttp cannot be told)."""
 
-    __slots__ = ("_handler", "_parser", "_head", "_in_head", "_trailers", "_head_only",
-                 "_reason", "_header_bytes", "_max_head", "done")
+    __slots__ = ("_handler", "_parser", "_head", "in_head", "_trailers", "_head_only",
+                 "_reason", "_header_bytes", "_max_head", "done", "_between", "_checker",
+                 "_whole", "_last")
 
     def __init__(self, handler: ResponseHandler, max_head: int = 64 * 1024) -> None:
         self._handler = handler
         self._parser = httptools.HttpResponseParser(_Callbacks(self, handler.on_response_body))
         self._head: ResponseHead | None = None
-        self._in_head = False
+        #: True while a response's status line or header section has started but not ended
+        self.in_head = False
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._head_only = False
         self._reason = b""
         self._header_bytes = 0
         self._max_head = max_head
         self.done = False
+        #: at a message boundary of a connection that stays open (see _simple)
+        self._between = True
+        #: llhttp without callbacks: validates simple responses (see _simple)
+        self._checker = None
+        #: the handler's event for a whole response in one read, if it has one
+        self._whole = getattr(handler, "on_whole_response", None)
+        #: the last simple response: (its length with the body, the length of its header
+        #: section, the header section, and what _simple found in it). A server often sends
+        #: the same header section again, which needs no second look.
+        self._last: tuple = (-1, 0, b"", ())
 
     def expect_no_body(self) -> None:
         """The next response answers a HEAD request: it ends with its header section
         (RFC 9112 §6.3 rule 1)."""
         self._head_only = True
 
-    @property
-    def in_head(self) -> bool:
-        """True while a response's status line or header section has started but not ended."""
-        return self._in_head
-
     def feed(self, data: bytes) -> None:
+        if self._between and not self._head_only:
+            size, head_size, head, parsed = self._last
+            if len(data) == size and data[:head_size] == head:
+                self._hand_on(data[head_size:], parsed)
+                return
+            if data[:9] == b"HTTP/1.1 " and self._simple(data):
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            self._between = False
             self._handler.on_upgrade_data(data[exc.args[0]:])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Reject):
+                self._between = False
                 self._handler.on_response_error(cause.reason)
             elif isinstance(cause, _HeadDone):
                 # a response to HEAD: llhttp would wait for Content-Length bytes; start afresh
                 self._parser = httptools.HttpResponseParser(
                     _Callbacks(self, self._handler.on_response_body))
+                self._between = True
             else:
                 raise
         except httptools.HttpParserError as exc:
+            self._between = False
             self._handler.on_response_error(f"invalid response: {exc}")
 
+    def _simple(self, data: bytes) -> bool:
+        """The common response, handled without a callback per field: `data` is exactly one
+        whole HTTP/1.1 response with a final status, a Content-Length body and no hop-by-hop
+        field but Connection (keep-alive or close). llhttp still validates the bytes; the head
+        keeps them (`raw`, without the Connection line) to be relayed as they are. False
+        (nothing consumed) sends `data` through the full parser."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end >= self._max_head:
+            return False
+        try:
+            status = int(data[9:12])  # llhttp checks that they are three digits
+            raw = data[:end + 2]
+            lower = raw.lower()
+            start = lower.find(b"\ncontent-length:") + 16
+            length = int(raw[start:raw.find(b"\r", start)])
+        except ValueError:
+            return False
+        # RFC 9112 §6.3: the body is exactly Content-Length bytes, all in `data`; 1xx, 204 and
+        # 304 have none; other hop-by-hop fields than Connection take the full parser
+        if start < 16 or len(data) - end - 4 != length or status < 200 or status == 204 \
+                or status == 304 or _RESPONSE_HOP_BY_HOP.search(lower) is not None:
+            return False
+        keep_alive = True
+        start = lower.find(b"\nconnection:")
+        if start >= 0:
+            stop = lower.find(b"\r", start)
+            option = lower[start + 12:stop].strip(b" \t")
+            if option == b"close":
+                keep_alive = False
+            elif option != b"keep-alive" or lower.find(b"\nconnection:", stop) >= 0:
+                return False  # options naming fields to remove: the full parser
+            # RFC 9110 §7.6.1: Connection is not relayed
+            raw = raw[:start + 1] + raw[stop + 2:]
+        checker = self._checker
+        if checker is None:
+            checker = self._checker = httptools.HttpResponseParser(_NoCallbacks())
+        try:
+            checker.feed_data(data)
+        except httptools.HttpParserError:
+            self._checker = None
+            return False
+        parsed = (status, raw, keep_alive, length)
+        self._last = (len(data), end + 4, data[:end + 4], parsed)
+        self._hand_on(data[end + 4:], parsed)
+        return True
+
+    def _hand_on(self, body: bytes, parsed: tuple) -> None:
+        """A simple response (the arguments of ResponseHead), as the llhttp callbacks hand
+        one on."""
+        head = ResponseHead(*parsed)
+        self._between = head.keep_alive
+        if self._whole is not None:
+            self._whole(head, body)
+            return
+        handler = self._handler
+        handler.on_response(head)
+        if body:
+            handler.on_response_body(body)
+        handler.on_response_complete(None)
+
     def on_message_begin(self) -> None:
+        self._between = False
         self._head = ResponseHead()
-        self._in_head = True
+        self.in_head = True
         self._trailers = None
         self._reason = b""
         self._header_bytes = 0
@@ -382,7 +617,7 @@ class ResponseReader:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if not self.in_head:
             if self._trailers is None:
                 self._trailers = []
             self._trailers.append((name, value))
@@ -408,14 +643,14 @@ class ResponseReader:
             elif lname == b"upgrade":
                 head.upgrade = value
             return
-        head.headers.append((name, value))
+        head._headers.append((name, value))
         if lname == b"content-length":
             head.content_length = int(value)
 
     def on_headers_complete(self) -> None:
         head = self._head
         parser = self._parser
-        self._in_head = False
+        self.in_head = False
         head.status = parser.get_status_code()
         head.reason = self._reason
         head.version = parser.get_http_version()
@@ -434,12 +669,36 @@ class ResponseReader:
     def on_message_complete(self) -> None:
         head = self._head
         if head is not None and 100 <= head.status < 200 and head.status != 101:
+            self._between = True
             return
+        self._between = head is not None and head.keep_alive
         self._handler.on_response_complete(self._trailers)
 
 
 class _HeadDone(Exception):
     pass
+
+
+#: request line in origin form and a valid Host value first (RFC 9112 §3.2, RFC 9110 §7.2):
+#: the start of a simple request (RequestReader._simple); llhttp checks the syntax of the rest
+_SIMPLE_REQUEST_START = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[^ \r\n]*) HTTP/1\.1\r\n[Hh][Oo][Ss][Tt]:[ \t]*"
+    rb"([-A-Za-z0-9._~%!$&'()*+,;=:\[\]]*)[ \t]*\r\n")
+
+#: hop-by-hop fields other than Connection (lower case): they take a response off the simple
+#: path (ResponseReader._simple); llhttp refuses Transfer-Encoding beside Content-Length
+_RESPONSE_HOP_BY_HOP = re.compile(rb"\n(?:proxy-connection|keep-alive|te|upgrade|trailer):")
+
+
+class _NoCallbacks:
+    """llhttp with nothing to call: validation only."""
+
+
+@functools.lru_cache(maxsize=64)
+def _field_names_pattern(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """Finds a field line with one of `names` (lower case) in a lower-cased header section.
+    llhttp refuses whitespace before the colon, so the name is followed by it directly."""
+    return re.compile(b"\\n(?:" + b"|".join(re.escape(n) for n in sorted(names)) + b"):")
 
 
 class _Callbacks:
@@ -493,6 +752,12 @@ def build_request_head(head: RequestHead, settings: HttpSettings, client_ip: byt
     """The request header section sent to a server: HTTP/1.1, hop-by-hop fields removed (at
     parse time), X-Forwarded-For and `forwarded` (see forwarded_fields) added, framing
     re-declared."""
+    raw = head.raw
+    if raw is not None:
+        # a simple request (RequestReader._simple): its lines go on as received
+        if settings.xff_enabled:
+            return b"%s%s: %s\r\n%s\r\n" % (raw, settings.xff_header, client_ip, forwarded)
+        return b"%s%s\r\n" % (raw, forwarded)
     lines = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target)]
     if head.connection is None:
         lines += [b"%s: %s\r\n" % field for field in head.headers]
@@ -531,6 +796,10 @@ def response_framing(head: ResponseHead, request_method: bytes, client_version: 
 
 def build_response_head(head: ResponseHead, framing: int, keep_alive: bool,
                         client_version: str) -> bytes:
+    raw = head.raw
+    if raw is not None and framing == FRAME_LENGTH and client_version == "1.1":
+        # a simple response (ResponseReader._simple): its lines go on as received
+        return raw + b"\r\n" if keep_alive else raw + b"Connection: close\r\n\r\n"
     lines = [b"HTTP/1.1 %d %s\r\n" % (head.status,
                                         head.reason or REASONS.get(head.status, b"Unknown"))]
     if head.connection is None:

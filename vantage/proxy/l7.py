@@ -13,15 +13,19 @@ import logging
 import socket
 import struct
 import time
-from time import perf_counter
 
 from vantage.proxy import http1, policy
-from vantage.proxy.persistence import PersistentServerDown
 from vantage.proxy.backend import Server
+from vantage.proxy.persistence import PersistentServerDown
 from vantage.proxy.service import HttpSettings, VirtualServiceRuntime
 from vantage.proxy.sockopts import tcp_rtt
+from vantage.proxy.stats import record_response
 from vantage.proxy.telemetry import iso_time
 from vantage.proxy.timers import DeadlineSweeper
+
+#: one clock for deadlines and durations: CLOCK_MONOTONIC, which loop.time() also reads
+#: (asyncio, uvloop), read once per event rather than once per use
+_clock = time.monotonic
 
 LOG = logging.getLogger("vantage.proxy.l7")
 
@@ -35,7 +39,7 @@ class UpstreamPool:
     def __init__(self) -> None:
         self._idle: dict[tuple, list[ServerConnection]] = {}
 
-    def acquire(self, key: tuple) -> "ServerConnection | None":
+    def acquire(self, key: tuple) -> ServerConnection | None:
         conns = self._idle.get(key)
         while conns:
             conn = conns.pop()
@@ -43,7 +47,7 @@ class UpstreamPool:
                 return conn
         return None
 
-    def release(self, conn: "ServerConnection", now: float, limit: int) -> None:
+    def release(self, conn: ServerConnection, now: float, limit: int) -> None:
         conns = self._idle.setdefault(conn.pool_key, [])
         if len(conns) >= limit:
             conn.close()
@@ -51,7 +55,7 @@ class UpstreamPool:
         conn.idle_since = now
         conns.append(conn)
 
-    def discard(self, conn: "ServerConnection") -> None:
+    def discard(self, conn: ServerConnection) -> None:
         conns = self._idle.get(conn.pool_key)
         if conns and conn in conns:
             conns.remove(conn)
@@ -88,11 +92,13 @@ class Exchange:
 
     def __init__(self, head: http1.RequestHead, now: float) -> None:
         self.head = head
+        #: _clock() when the request head was complete
         self.start = now
         self.wall = time.time()
         self.server: Server | None = None
         self.upstream: ServerConnection | None = None
-        self.tried: list[Server] = []
+        #: servers whose connect failed, excluded from the next choice
+        self.tried: tuple[Server, ...] = ()
         #: request body received before a server connection was ready
         self.body_buffer: list[bytes] | None = None
         self.buffered = 0
@@ -129,7 +135,7 @@ class ClientConnection(asyncio.Protocol):
                  "requests", "paused", "closing", "rtt", "tunnel", "early_data",
                  "default_host", "write_paused", "group", "out", "client_ip_bytes",
                  "forwarded", "client_str", "vip_str", "is_ready",
-                 "deferred_error", "listener")
+                 "deferred_error", "listener", "record", "texts")
 
     def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
                  sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
@@ -168,6 +174,10 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         #: response bytes collected while one batch of server data is parsed, written at once
         self.out: list[bytes] = []
+        #: the request log record of this connection, refilled for each request (see _finish)
+        self.record: dict | None = None
+        #: the method, target, Host and User-Agent of the request last logged (see _finish)
+        self.texts: list = [None] * 4
 
     # transport callbacks -------------------------------------------------------------------
 
@@ -223,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
         stats = self.vs.stats
         stats.open_conns += 1
         stats.total_conns += 1
-        self.deadline = self.loop.time() + self.settings.header_timeout
+        self.deadline = _clock() + self.settings.header_timeout
         self.deadline_kind = DL_HEADER
         self.sweeper.add(self)
         if self.group is not None:
@@ -232,14 +242,15 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
-            self.deadline = self.loop.time() + self.vs.tcp.idle_timeout
+            self.deadline = _clock() + self.vs.tcp.idle_timeout
             return
         if self.early_data is not None:
             self.early_data.append(data)  # after an upgrade request, before the 101
             return
-        self.reader.feed(data)
-        if self.reader.in_head and self.deadline_kind != DL_HEADER:
-            self.deadline = self.loop.time() + self.settings.header_timeout
+        reader = self.reader
+        reader.feed(data)
+        if reader.in_head and self.deadline_kind != DL_HEADER:
+            self.deadline = _clock() + self.settings.header_timeout
             self.deadline_kind = DL_HEADER
 
     def eof_received(self) -> bool:
@@ -337,6 +348,16 @@ class ClientConnection(asyncio.Protocol):
             return
         self._start(head)
 
+    def on_whole_request(self, head: http1.RequestHead) -> None:
+        """A bodiless request, complete (http1.RequestReader._simple): on_request and
+        on_request_complete in one step."""
+        self.requests += 1
+        if self.exchange is not None:
+            self.pending.append([head, [], True, None])
+            self._pause(2)
+            return
+        self._start(head, True)
+
     def on_request_body(self, data: bytes) -> None:
         if self.pending:
             self.pending[-1][1].append(data)
@@ -352,7 +373,7 @@ class ClientConnection(asyncio.Protocol):
             if not ex.response_started:
                 self._respond_error(ex, 413, ex.reason)
             return
-        self.deadline = self.loop.time() + self.settings.body_timeout if self.settings.body_timeout else 0.0
+        self.deadline = _clock() + self.settings.body_timeout if self.settings.body_timeout else 0.0
         upstream = ex.upstream
         if upstream is not None and upstream.ready:
             if ex.head.chunked:
@@ -424,7 +445,7 @@ class ClientConnection(asyncio.Protocol):
 
     # exchange lifecycle ---------------------------------------------------------------------
 
-    def _start(self, head: http1.RequestHead) -> None:
+    def _start(self, head: http1.RequestHead, complete: bool = False) -> None:
         listener = self.listener
         if listener is not None and listener.vs is not self.vs and listener.vs.http is not None:
             # reloaded: this request goes by the new configuration (counters move with it)
@@ -434,9 +455,11 @@ class ClientConnection(asyncio.Protocol):
             self.vs = vs
             self.settings = vs.http
             self.pool = vs.pool
-        now = self.loop.time()
-        ex = self.exchange = Exchange(head, perf_counter())
+            self.record = None
+        now = _clock()
+        ex = self.exchange = Exchange(head, now)
         ex.pool = self.pool
+        ex.request_done = complete
         if head.upgrade is not None and (not self.settings.websockets_enabled
                                          or head.upgrade.strip().lower() != b"websocket"):
             # only WebSocket becomes a tunnel: an h2c (or other) upgrade would carry requests
@@ -449,7 +472,7 @@ class ClientConnection(asyncio.Protocol):
         if self.requests == 1:
             sock = self.transport.get_extra_info("socket")
             self.rtt = tcp_rtt(sock) if sock is not None else None
-        if head.has_body and not ex.request_done:
+        if (head.chunked or head.content_length) and not ex.request_done:
             self.deadline = now + self.settings.body_timeout if self.settings.body_timeout else 0.0
             self.deadline_kind = DL_BODY
         else:
@@ -610,7 +633,7 @@ class ClientConnection(asyncio.Protocol):
             return
         ex.queued = True
         pool.queue.append((self, ex))
-        self.server_deadline = self.loop.time() + pool.queue_timeout
+        self.server_deadline = _clock() + pool.queue_timeout
 
     def _dequeue(self, ex: Exchange) -> None:
         ex.queued = False
@@ -623,7 +646,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _connect(self, ex: Exchange, server: Server, key: tuple) -> None:
         pool = ex.pool
-        started = perf_counter()
+        started = _clock()
         local = (self.vs.source_ip, 0) if self.vs.source_ip else None
         tls_args = {}
         if pool.tls is not None:
@@ -635,11 +658,11 @@ class ClientConnection(asyncio.Protocol):
                     lambda: ServerConnection(key, self.upstreams, self.settings.server_idle_timeout),
                     server.ip, server.port, local_addr=local, **tls_args),
                 pool.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+        except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
             reason = _connect_error(server, exc)
             _release_server(ex, server, pool)
             pool.connect_failed(server, reason)
-            ex.tried.append(server)
+            ex.tried = (*ex.tried, server)
             ex.reason = reason
             if self.exchange is not ex or self.closing:
                 return
@@ -654,10 +677,10 @@ class ClientConnection(asyncio.Protocol):
             return
         server.stats.total_conns += 1
         pool.connect_succeeded(server)
-        ex.connect_time = perf_counter() - started
+        ex.connect_time = _clock() - started
         upstream.bind(self, ex)
 
-    def upstream_ready(self, upstream: "ServerConnection", ex: Exchange) -> None:
+    def upstream_ready(self, upstream: ServerConnection, ex: Exchange) -> None:
         """The server connection is bound: send the request head and what body we have."""
         ex.upstream = upstream
         head = ex.head
@@ -678,8 +701,7 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
         if ex.request_done and head.chunked:
             transport.write(http1.last_chunk(ex.trailers))
-        now = self.loop.time()
-        ex.sent_at = perf_counter()
+        ex.sent_at = now = _clock()
         timeout = ex.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
         if self.write_paused:
@@ -692,10 +714,10 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(http1.build_informational_head(head))
 
     def on_response(self, ex: Exchange, head: http1.ResponseHead) -> None:
-        now = self.loop.time()
+        now = _clock()
         ex.response_head = head
         ex.status = head.status
-        ex.response_time = perf_counter() - ex.sent_at
+        ex.response_time = now - ex.sent_at
         ex.server.record_response_time(ex.response_time)
         timeout = ex.pool.server_timeout
         self.server_deadline = now + timeout if timeout else 0.0
@@ -738,7 +760,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.out.append(data)
         if self.server_deadline:
-            self.server_deadline = self.loop.time() + ex.pool.server_timeout
+            self.server_deadline = _clock() + ex.pool.server_timeout
 
     def flush(self) -> None:
         """Write what the last batch of server data produced, in one system call."""
@@ -757,12 +779,50 @@ class ClientConnection(asyncio.Protocol):
         if ex.status == 101 and ex.head.upgrade is not None and upstream is not None:
             self._start_tunnel(ex, upstream)
             return
+        now = _clock()
         ex.upstream = None
         if upstream is not None:
-            upstream.unbind(reusable=ex.request_done and ex.response_head.keep_alive
-                            and self.settings.server_keepalive)
-        self._finish(ex)
-        self._next(ex.keep_alive)
+            upstream.unbind(ex.request_done and ex.response_head.keep_alive
+                            and self.settings.server_keepalive, now)
+        self._finish(ex, False, now)
+        self._next(ex.keep_alive, now)
+
+    def on_whole_response(self, ex: Exchange, head: http1.ResponseHead, body: bytes) -> None:
+        """A final response with a Content-Length body, all of it in one read (see
+        http1.ResponseReader._simple): on_response, on_response_body and on_response_complete
+        in one step, for exchanges that need nothing of them but relaying."""
+        if ex.original is not None or ex.head.upgrade is not None or self.out \
+                or ex.head.version != "1.1" or ex.pool.persistence is not None:
+            self.on_response(ex, head)
+            if body:
+                self.on_response_body(ex, body)
+            self.on_response_complete(ex, None)
+            return
+        now = _clock()
+        ex.response_head = head
+        ex.status = head.status
+        ex.response_time = elapsed = now - ex.sent_at
+        server = ex.server
+        server.ewma_response_time = elapsed if not server.ewma_response_time else \
+            server.ewma_response_time + 0.2 * (elapsed - server.ewma_response_time)
+        # response_framing: a Content-Length body to an HTTP/1.1 client (HEAD never gets here)
+        ex.framing = http1.FRAME_LENGTH
+        ex.keep_alive = keep_alive = ex.keep_alive and ex.request_done and not self.closing
+        ex.response_started = ex.response_done = True
+        self.server_deadline = 0.0
+        out = http1.build_response_head(head, http1.FRAME_LENGTH, keep_alive, "1.1")
+        ex.bytes_out += len(out) + len(body)
+        if not self.closing:
+            if len(body) <= 16384:
+                self.transport.write(out + body)
+            else:
+                self.transport.writelines((out, body))
+        upstream = ex.upstream
+        ex.upstream = None
+        upstream.unbind(ex.request_done and head.keep_alive and self.settings.server_keepalive,
+                        now)
+        self._finish(ex, False, now)
+        self._next(keep_alive, now)
 
     def on_upstream_failed(self, ex: Exchange, reason: str, stale: bool) -> None:
         """The server connection broke or sent garbage before the response ended."""
@@ -821,7 +881,7 @@ class ClientConnection(asyncio.Protocol):
                 pass
         self.transport.abort()
 
-    def _start_tunnel(self, ex: Exchange, upstream: "ServerConnection") -> None:
+    def _start_tunnel(self, ex: Exchange, upstream: ServerConnection) -> None:
         self._finish(ex)
         self.exchange = None
         self.tunnel = upstream
@@ -829,7 +889,7 @@ class ClientConnection(asyncio.Protocol):
         if self.early_data:
             upstream.transport.writelines(self.early_data)
             self.early_data = None
-        self.deadline = self.loop.time() + self.vs.tcp.idle_timeout
+        self.deadline = _clock() + self.vs.tcp.idle_timeout
         self.deadline_kind = DL_TUNNEL
         self.paused = 0
         self.transport.resume_reading()
@@ -855,70 +915,90 @@ class ClientConnection(asyncio.Protocol):
     def _reject(self, status: int, reason: str) -> None:
         """A request that never became an exchange (unparseable, too large, too slow)."""
         head = http1.RequestHead()
-        ex = Exchange(head, perf_counter())
+        ex = Exchange(head, _clock())
         ex.pool = self.pool
         ex.bytes_in = 0
         self.exchange = ex
         self._respond_error(ex, status, reason)
 
-    def _finish(self, ex: Exchange, aborted: bool = False) -> None:
+    def _finish(self, ex: Exchange, aborted: bool = False, now: float = 0.0) -> None:
         if ex.queued:
             self._dequeue(ex)
         if self.exchange is ex:
             self.exchange = None
         server = ex.server
-        total = perf_counter() - ex.start
+        total = (now or _clock()) - ex.start
         status = ex.status
         vs = self.vs
-        vstats = vs.stats
-        cls = status // 100 if 100 <= status < 600 else 0
-        vstats.responses[cls] += 1
-        vstats.bytes_in += ex.bytes_in
-        vstats.bytes_out += ex.bytes_out
-        vstats.latency.observe(total)
         pool = ex.pool
+        cls = status // 100 if 100 <= status < 600 else 0
         if server is not None:
-            _release_server(ex, server, pool)
-            sstats = server.stats
-            sstats.responses[cls] += 1
-            sstats.bytes_in += ex.bytes_in
-            sstats.bytes_out += ex.bytes_out
-            sstats.latency.observe(total)
-            pstats = pool.stats
-            pstats.responses[cls] += 1
-            pstats.bytes_in += ex.bytes_in
-            pstats.bytes_out += ex.bytes_out
-            pstats.latency.observe(total)
+            record_response(cls, ex.bytes_in, ex.bytes_out, total, vs.stats, pool.stats,
+                            server.stats)
+            # _release_server
+            server.active_conns -= 1
+            ex.server = None
+            if pool.queue:
+                _serve_queue(pool)
+        else:
+            record_response(cls, ex.bytes_in, ex.bytes_out, total, vs.stats)
         significant = status >= 400 or aborted or ex.reason is not None
         if significant:
-            vstats.errors += 1
+            vs.stats.errors += 1
         if vs.full_client_logs or significant:
+            record = self.record
+            if record is None:
+                record = self.record = self._new_record()
             head = ex.head
-            vs.log.emit({
-                "time": iso_time(ex.wall), "type": "http", "vs": vs.name,
-                "vs_uuid": vs.uuid,
-                "client": self.client_str,
-                "vip": self.vip_str,
-                "pool": pool.name if pool is not None else None,
-                "server": server.key if server is not None else None,
-                "method": head.method.decode("latin-1"),
-                "uri": head.target.decode("latin-1"),
-                "version": head.version,
-                "host": head.host.decode("latin-1") if head.host else None,
-                "user_agent": head.user_agent.decode("latin-1") if head.user_agent else None,
-                "status": status or None,
-                "bytes_in": ex.bytes_in, "bytes_out": ex.bytes_out,
-                "client_rtt": self.rtt,
-                "connect_time": round(ex.connect_time, 6),
-                "server_response_time": round(ex.response_time, 6),
-                "total_time": round(total, 6),
-                "server_conn_reused": ex.reused,
-                "significant": significant,
-                "reason": ex.reason if ex.reason or not significant else
-                          f"status {status}" if status else "aborted",
-            })
+            texts = self.texts
+            # the record keeps the last request's method, target, Host and User-Agent texts;
+            # `texts` their bytes: keep-alive clients often repeat them
+            method = head.method
+            if texts[0] != method:
+                texts[0] = method
+                record["method"] = method.decode("latin-1")
+            target = head.target
+            if texts[1] != target:
+                texts[1] = target
+                record["uri"] = target.decode("latin-1")
+            host = head.host
+            if texts[2] != host:
+                texts[2] = host
+                record["host"] = host.decode("latin-1") if host else None
+            user_agent = head.user_agent
+            if texts[3] != user_agent:
+                texts[3] = user_agent
+                record["user_agent"] = user_agent.decode("latin-1") if user_agent else None
+            record["time"] = iso_time(ex.wall)
+            record["pool"] = pool.name if pool is not None else None
+            record["server"] = server.key if server is not None else None
+            record["version"] = head.version
+            record["status"] = status or None
+            record["bytes_in"] = ex.bytes_in
+            record["bytes_out"] = ex.bytes_out
+            # seconds, to the microsecond (// 1 floors without a call)
+            record["connect_time"] = ex.connect_time * 1e6 // 1 / 1e6 if ex.connect_time else 0.0
+            record["server_response_time"] = ex.response_time * 1e6 // 1 / 1e6
+            record["total_time"] = total * 1e6 // 1 / 1e6
+            record["server_conn_reused"] = ex.reused
+            record["significant"] = significant
+            record["reason"] = (ex.reason if ex.reason or not significant else
+                                f"status {status}" if status else "aborted")
+            vs.log.write(record)
 
-    def _next(self, keep_alive: bool) -> None:
+    def _new_record(self) -> dict:
+        """The request log record of this connection, with the fields every request shares;
+        _finish fills in the others (the keys keep this order in the JSON line)."""
+        vs = self.vs
+        self.texts = [None] * 4
+        return {"time": None, "type": "http", "vs": vs.name, "vs_uuid": vs.uuid,
+                "client": self.client_str, "vip": self.vip_str, "pool": None, "server": None,
+                "method": None, "uri": None, "version": None, "host": None, "user_agent": None,
+                "status": None, "bytes_in": 0, "bytes_out": 0, "client_rtt": self.rtt,
+                "connect_time": 0.0, "server_response_time": 0.0, "total_time": 0.0,
+                "server_conn_reused": False, "significant": False, "reason": None}
+
+    def _next(self, keep_alive: bool, now: float = 0.0) -> None:
         """After an exchange: continue with a pipelined request, wait for the next, or close."""
         if self.closing:
             return
@@ -941,9 +1021,10 @@ class ClientConnection(asyncio.Protocol):
         if self.deferred_error is not None:
             self._reject(*self.deferred_error)
             return
-        self.deadline = self.loop.time() + self.settings.keepalive_timeout
+        self.deadline = (now or _clock()) + self.settings.keepalive_timeout
         self.deadline_kind = DL_IDLE
-        self._resume(2)
+        if self.paused & 2:
+            self._resume(2)
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -1042,7 +1123,7 @@ class ServerConnection(asyncio.Protocol):
         self.got_bytes = False
         client.upstream_ready(self, ex)
 
-    def unbind(self, reusable: bool) -> None:
+    def unbind(self, reusable: bool, now: float = 0.0) -> None:
         client = self.client
         self.client = None
         self.exchange = None
@@ -1052,7 +1133,7 @@ class ServerConnection(asyncio.Protocol):
             if not self.closed:
                 self.transport.resume_reading()
         if reusable and not self.closed:
-            self.upstreams.release(self, client.loop.time(), client.settings.max_idle_server_conns)
+            self.upstreams.release(self, now or _clock(), client.settings.max_idle_server_conns)
         else:
             self.close()
 
@@ -1062,7 +1143,7 @@ class ServerConnection(asyncio.Protocol):
             client = self.tunnel_client
             # the DeadlineSweeper already watches the client: moving its deadline is enough
             # (there is no per-connection timer to re-arm)
-            client.deadline = client.loop.time() + client.vs.tcp.idle_timeout
+            client.deadline = _clock() + client.vs.tcp.idle_timeout
             return
         client = self.client
         if client is None:
@@ -1180,6 +1261,12 @@ class ServerConnection(asyncio.Protocol):
     def on_response_body(self, data: bytes) -> None:
         if self.client is not None:
             self.client.on_response_body(self.exchange, data)
+
+    def on_whole_response(self, head: http1.ResponseHead, body: bytes) -> None:
+        if self.client is not None:
+            self.client.on_whole_response(self.exchange, head, body)
+        else:
+            self.abort()  # unrequested (see data_received): never reuse this connection
 
     def on_response_complete(self, trailers) -> None:
         client, ex = self.client, self.exchange

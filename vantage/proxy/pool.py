@@ -54,6 +54,8 @@ class PoolRuntime:
     def pick(self, client_ip: str, client_port: int = 0, uri: bytes = b"",
              header_value: bytes | None = None, exclude: Collection[Server] = ()) -> Server | None:
         """Choose a server for a new flow; None when no server is available."""
+        if self.hash_source is None and not self.max_per_server:
+            return self.balancer.pick(None, exclude)
         server = self._pick(client_ip, client_port, uri, header_value, exclude)
         limit = self.max_per_server
         if limit and server is not None and server.active_conns >= limit:

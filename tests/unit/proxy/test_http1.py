@@ -3,6 +3,7 @@ RFC 9112 §6.3, validation, limits, header rewriting at parse time) and the buil
 proxy writes on each side."""
 from __future__ import annotations
 
+import httptools
 import pytest
 
 from vantage.proxy import http1
@@ -565,3 +566,293 @@ def test_response_transfer_codings_other_than_chunked_reach_the_client(te):
     framing = http1.response_framing(head, b"GET", "1.0")
     out = http1.build_response_head(head, framing, False, "1.0")
     assert b"Transfer-Encoding: gzip\r\n" in out and b"chunked" not in out
+
+
+# -- simple requests and responses: whole in one read, no callback per field -------------------
+# RequestReader._simple and ResponseReader._simple take the common messages without a Python
+# callback per field and forward their bytes as received. Each case below is read whole (which
+# may take that path) and in 5-byte pieces (which never does): what comes out must not differ.
+
+SIMPLE_REQUESTS = {
+    "wrk": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    "browser": (b"GET /a/b?c=d HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: Mozilla/5.0 (X11)\r\n"
+                b"Accept: */*\r\nCookie: a=b; c=d\r\n\r\n"),
+    "lower-case-host-no-space": b"GET / HTTP/1.1\r\nhost:shop.test\r\n\r\n",
+    "whitespace-around-host": b"GET / HTTP/1.1\r\nHost: \t shop.test \t\r\nX: y\r\n\r\n",
+    "delete": b"DELETE /x HTTP/1.1\r\nHost: [::1]:8080\r\nuser-agent:  curl/8 \r\n\r\n",
+}
+
+#: requests the simple path leaves to the full parser (some of them are errors)
+OTHER_REQUESTS = {
+    "host-not-first": b"GET / HTTP/1.1\r\nAccept: */*\r\nHost: a\r\n\r\n",
+    "two-hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "no-host": b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
+    "invalid-host": b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+    "connection": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "connection-option": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: X-A\r\nX-A: 1\r\n\r\n",
+    "keep-alive-field": b"GET / HTTP/1.1\r\nHost: a\r\nKeep-Alive: timeout=5\r\n\r\n",
+    "te": b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+    "upgrade": b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+    "content-length-0": b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    "content-length-body": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+    "chunked": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "expect": b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+    "client-xff": b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+    "client-xfp": b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n",
+    "http10": b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    "absolute-form": b"GET http://b/p HTTP/1.1\r\nHost: a\r\n\r\n",
+    "asterisk": b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    "connect": b"CONNECT /a HTTP/1.1\r\nHost: a\r\n\r\n",
+    "two-spaces": b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+    "bare-lf": b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+    "nul": b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00\r\n\r\n",
+    "space-before-colon": b"GET / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n",
+    "unknown-method": b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "leading-crlf": b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "pipelined": b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+    "too-many-fields": b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(
+        b"X%d: v\r\n" % i for i in range(5)) + b"\r\n",
+    "too-long": b"GET /" + b"p" * 120 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+}
+
+FIELD_LIMITS = HttpSettings(max_header_line=100, max_header_section=300, max_header_count=5)
+
+
+def _request_outcome(raw: bytes, piece: int) -> tuple:
+    """What the reader handed on for `raw`, and the bytes a server would get."""
+    handler, _ = read_request(raw, FIELD_LIMITS, piece=piece)
+    forwarded = http1.forwarded_fields(FIELD_LIMITS, b"http", 80)
+    heads = []
+    for head in handler.heads:
+        out = http1.build_request_head(head, FIELD_LIMITS, b"192.0.2.7", forwarded, b"vip:80")
+        heads.append((head.method, head.target, head.version, (head.host or b"").rstrip(b" \t"),
+                      head.user_agent and head.user_agent.rstrip(b" \t"), head.keep_alive,
+                      head.content_length, head.chunked, head.upgrade, head.expect_continue,
+                      [(n, v.rstrip(b" \t")) for n, v in head.headers], _parsed_request(out)))
+    events = [e if e[0] != "request" else e[:1] for e in handler.events]
+    return handler.error and handler.error[1], heads, events
+
+
+def _parsed_request(out: bytes) -> tuple:
+    """A header section as a strict parser sees it: method, target and fields."""
+    fields = []
+
+    class Collect:
+        def on_header(self, name, value):
+            fields.append((name.lower(), value.rstrip(b" \t")))
+
+        def on_url(self, url):
+            fields.append((b":target", url))
+
+    parser = httptools.HttpRequestParser(Collect())
+    parser.feed_data(out)
+    return parser.get_method(), fields
+
+
+@pytest.mark.parametrize("case", [*SIMPLE_REQUESTS, *OTHER_REQUESTS])
+def test_a_request_read_whole_gives_what_the_full_parser_gives(case):
+    raw = SIMPLE_REQUESTS.get(case) or OTHER_REQUESTS[case]
+    assert _request_outcome(raw, 0) == _request_outcome(raw, 5)
+
+
+@pytest.mark.parametrize("case", SIMPLE_REQUESTS)
+def test_a_simple_request_is_forwarded_as_received(case):
+    raw = SIMPLE_REQUESTS[case]
+    handler, _ = read_request(raw)
+    head = handler.heads[0]
+    assert head.raw == raw[:-2]
+    forwarded = http1.forwarded_fields(DEFAULT, b"http", 80)
+    out = http1.build_request_head(head, DEFAULT, b"192.0.2.7", forwarded, b"vip:80")
+    assert out == raw[:-2] + b"X-Forwarded-For: 192.0.2.7\r\n" + forwarded + b"\r\n"
+    assert handler.events[-1] == ("complete", None)
+
+
+@pytest.mark.parametrize("case", OTHER_REQUESTS)
+def test_other_requests_are_left_to_the_full_parser(case):
+    handler, _ = read_request(OTHER_REQUESTS[case], FIELD_LIMITS)
+    assert all(head.raw is None for head in handler.heads)
+
+
+def test_a_repeated_request_gets_a_head_of_its_own():
+    handler, reader = read_request(SIMPLE_REQUESTS["browser"])
+    reader.feed(SIMPLE_REQUESTS["wrk"])
+    reader.feed(SIMPLE_REQUESTS["wrk"])
+    first, second, third = handler.heads
+    assert second is not third
+    assert (second.target, second.host, second.user_agent) == (third.target, third.host, None)
+    assert first.user_agent == b"Mozilla/5.0 (X11)"
+    third.headers.append((b"X-Policy", b"1"))  # a change to one head is not seen by the next
+    reader.feed(SIMPLE_REQUESTS["wrk"])
+    assert handler.heads[3].headers == [(b"Host", b"127.0.0.1:8080")]
+
+
+def test_the_fields_of_a_simple_request_can_still_be_changed():
+    """A policy that reads or edits the fields makes the head be rebuilt from them."""
+    handler, _ = read_request(SIMPLE_REQUESTS["browser"])
+    head = handler.heads[0]
+    head.headers.append((b"X-Added", b"1"))
+    assert head.raw is None
+    out = http1.build_request_head(head, DEFAULT, b"192.0.2.7", b"", b"vip:80")
+    assert out.startswith(b"GET /a/b?c=d HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: Mozilla/5.0 "
+                          b"(X11)\r\nAccept: */*\r\nCookie: a=b; c=d\r\nX-Added: 1\r\n")
+
+
+def test_no_simple_request_after_one_that_closes_the_connection():
+    handler, reader = read_request(OTHER_REQUESTS["connection"])
+    reader.feed(SIMPLE_REQUESTS["wrk"])
+    assert len(handler.heads) == 1 and handler.error is not None  # as llhttp decides
+
+
+NGINX = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 06:40:00 GMT\r\n"
+         b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+
+SIMPLE_RESPONSES = {
+    "nginx": NGINX,
+    "connection-close": NGINX.replace(b"keep-alive", b"close"),
+    "no-connection": b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nX: y\r\n\r\n",
+    "connection-first": (b"HTTP/1.1 201 Created\r\nCONNECTION:  Keep-Alive \r\nContent-Length:3\r\n"
+                         b"\r\nabc"),
+    "empty-reason": NGINX.replace(b"200 OK", b"200 "),
+    "no-reason": NGINX.replace(b"200 OK", b"200"),
+}
+
+OTHER_RESPONSES = {
+    "keep-alive-field": NGINX.replace(b"Connection:", b"Keep-Alive: timeout=5\r\nConnection:"),
+    "connection-option": NGINX.replace(b"keep-alive", b"keep-alive, X-A\r\nX-A: 1"),
+    "two-connections": NGINX.replace(b"Server:", b"Connection: keep-alive\r\nServer:"),
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "cl-and-te": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nok",
+    "no-length": b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\nok",
+    "204": b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "304": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+    "100-then-200": b"HTTP/1.1 100 Continue\r\n\r\n" + NGINX,
+    "body-in-two-reads": NGINX[:-1],
+    "two-responses": NGINX + NGINX,
+    "http10": NGINX.replace(b"HTTP/1.1", b"HTTP/1.0"),
+    "two-lengths": NGINX.replace(b"Server:", b"Content-Length: 2\r\nServer:"),
+    "bad-length": NGINX.replace(b"Length: 2", b"Length: +2"),
+    "bad-status": NGINX.replace(b"200", b"2x0"),
+    "obs-fold": NGINX.replace(b"Server: nginx/1.22.1", b"Server: nginx\r\n /1.22.1"),
+    "proxy-connection": NGINX.replace(b"Server:", b"Proxy-Connection: x\r\nServer:"),
+    "upgrade": NGINX.replace(b"Server:", b"Upgrade: h2c\r\nServer:"),
+    "large-head": NGINX.replace(b"Server:", b"X: " + b"v" * 70000 + b"\r\nServer:"),
+}
+
+
+def _response_outcome(raw: bytes, piece: int) -> tuple:
+    handler = Responses()
+    reader = http1.ResponseReader(handler)
+    for i in range(0, len(raw), piece or len(raw)):
+        if any(e[0] == "error" for e in handler.events):
+            break  # the server connection is closed (ServerConnection.on_response_error)
+        reader.feed(raw[i:i + (piece or len(raw))])
+    heads = []
+    for head in handler.heads:
+        relayed = [http1.build_response_head(head, http1.FRAME_LENGTH, keep, "1.1")
+                   for keep in (True, False)]
+        heads.append((head.status, head.reason.rstrip(b" "), head.keep_alive,
+                      head.content_length, head.chunked, head.codings,
+                      [(n, v.rstrip(b" \t")) for n, v in head.headers],
+                      [_parsed_response(out) for out in relayed]))
+    body = b"".join(e[1] for e in handler.events if e[0] == "body")
+    events = [e for e in handler.events if e[0] != "body"]
+    return heads, body, events
+
+
+def _parsed_response(out: bytes) -> tuple:
+    fields = []
+
+    class Collect:
+        def on_header(self, name, value):
+            fields.append((name.lower(), value.rstrip(b" \t")))
+
+    parser = httptools.HttpResponseParser(Collect())
+    parser.feed_data(out)
+    return parser.get_status_code(), fields
+
+
+@pytest.mark.parametrize("case", [*SIMPLE_RESPONSES, *OTHER_RESPONSES])
+def test_a_response_read_whole_gives_what_the_full_parser_gives(case):
+    raw = SIMPLE_RESPONSES.get(case) or OTHER_RESPONSES[case]
+    whole = _response_outcome(raw, 0)
+    assert whole == _response_outcome(raw, 5)
+    if case in SIMPLE_RESPONSES:
+        assert [e[0] for e in whole[2]] == ["response", "complete"] and not whole[0][0][6] == []
+
+
+@pytest.mark.parametrize("case", SIMPLE_RESPONSES)
+def test_a_simple_response_is_relayed_as_received_without_connection(case):
+    raw = SIMPLE_RESPONSES[case]
+    handler = read_response(raw)
+    head = handler.heads[0]
+    end = raw.index(b"\r\n\r\n") + 2
+    expected = b"".join(line + b"\r\n" for line in raw[:end].split(b"\r\n")[:-1]
+                        if not line.lower().startswith(b"connection:"))
+    assert head.raw == expected
+    assert http1.build_response_head(head, http1.FRAME_LENGTH, True, "1.1") == expected + b"\r\n"
+    assert http1.build_response_head(head, http1.FRAME_LENGTH, False, "1.1") == \
+        expected + b"Connection: close\r\n\r\n"
+    assert head.keep_alive == (case != "connection-close")
+
+
+@pytest.mark.parametrize("case", OTHER_RESPONSES)
+def test_other_responses_are_left_to_the_full_parser(case):
+    handler = read_response(OTHER_RESPONSES[case])
+    assert all(head.raw is None for head in handler.heads)
+
+
+def test_a_repeated_response_head_with_new_bodies():
+    """The same header section again (the simple path remembers it) carries its own body; a
+    read that holds less or more than the response is not taken for it."""
+    handler = Responses()
+    reader = http1.ResponseReader(handler)
+    reader.feed(NGINX)
+    reader.feed(NGINX[:-2] + b"no")
+    reader.feed(NGINX[:-2] + b"o")
+    reader.feed(b"k")
+    assert [e for e in handler.events if e[0] == "body"] == [
+        ("body", b"ok"), ("body", b"no"), ("body", b"o"), ("body", b"k")]
+    assert sum(e[0] == "complete" for e in handler.events) == 3
+    reader.feed(NGINX + b"HTTP/1.1")  # a second response begins after the first
+    assert [e[0] for e in handler.events[-3:]] == ["response", "body", "complete"]
+    assert reader.in_head
+
+
+def test_the_fields_of_a_simple_response_can_still_be_changed():
+    handler = read_response(NGINX)
+    head = handler.heads[0]
+    head.headers.append((b"Set-Cookie", b"s=1"))
+    out = http1.build_response_head(head, http1.FRAME_LENGTH, True, "1.1")
+    assert out == (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 06:40:00 "
+                   b"GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nSet-Cookie: s=1\r\n"
+                   b"\r\n")
+
+
+def test_a_whole_response_comes_as_one_event_to_a_handler_that_takes_it():
+    class Whole(Responses):
+        def on_whole_response(self, head, body):
+            self.events.append(("whole", head.status, body))
+
+    handler = Whole()
+    reader = http1.ResponseReader(handler)
+    reader.feed(NGINX)
+    reader.feed(NGINX)
+    reader.feed(OTHER_RESPONSES["chunked"])
+    assert handler.events == [("whole", 200, b"ok"), ("whole", 200, b"ok"), ("response", 200),
+                              ("body", b"ok"), ("complete", None)]
+
+
+def test_a_whole_request_comes_as_one_event_to_a_handler_that_takes_it():
+    class Whole(Requests):
+        def on_whole_request(self, head):
+            self.heads.append(head)
+            self.events.append(("whole", head.method, head.target))
+
+    handler = Whole()
+    reader = http1.RequestReader(handler, DEFAULT)
+    reader.feed(SIMPLE_REQUESTS["wrk"])
+    reader.feed(SIMPLE_REQUESTS["wrk"])
+    reader.feed(OTHER_REQUESTS["content-length-body"])
+    assert handler.events == [("whole", b"GET", b"/"), ("whole", b"GET", b"/"),
+                              ("request", b"POST", b"/"), ("body", b"ab"), ("complete", None)]
