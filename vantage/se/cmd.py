@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
               "(managed by a controller)", file=sys.stderr)
         return 2
     _raise_open_files_limit()
+    from vantage.proxy.process import tune_malloc
+    tune_malloc()  # freed memory stays in the heap: fewer page faults per request
     workers = conf.workers or os.cpu_count() or 1
     try:
         import uvloop
