@@ -305,8 +305,8 @@ class RequestReader:
             checker = self._checker = httptools.HttpRequestParser(_NoCallbacks())
         try:
             checker.feed_data(data)
-        except httptools.HttpParserError:
-            self._checker = None
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._checker = None  # the full parser reports it
             return False
         user_agent = lower.rfind(b"\nuser-agent:")
         if user_agent >= 0:
@@ -572,9 +572,11 @@ class ResponseReader:
         if start >= 0:
             stop = lower.find(b"\r", start)
             option = lower[start + 12:stop].strip(b" \t")
+            if lower.find(b"\nconnection:", stop) >= 0:
+                return False  # a second Connection field: the full parser joins them
             if option == b"close":
                 keep_alive = False
-            elif option != b"keep-alive" or lower.find(b"\nconnection:", stop) >= 0:
+            elif option != b"keep-alive":
                 return False  # options naming fields to remove: the full parser
             # RFC 9110 §7.6.1: Connection is not relayed
             raw = raw[:start + 1] + raw[stop + 2:]
@@ -583,8 +585,8 @@ class ResponseReader:
             checker = self._checker = httptools.HttpResponseParser(_NoCallbacks())
         try:
             checker.feed_data(data)
-        except httptools.HttpParserError:
-            self._checker = None
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._checker = None  # the full parser reports it
             return False
         parsed = (status, raw, keep_alive, length)
         self._last = (len(data), end + 4, data[:end + 4], parsed)

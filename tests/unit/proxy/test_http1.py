@@ -721,6 +721,7 @@ OTHER_RESPONSES = {
     "keep-alive-field": NGINX.replace(b"Connection:", b"Keep-Alive: timeout=5\r\nConnection:"),
     "connection-option": NGINX.replace(b"keep-alive", b"keep-alive, X-A\r\nX-A: 1"),
     "two-connections": NGINX.replace(b"Server:", b"Connection: keep-alive\r\nServer:"),
+    "close-then-option": NGINX.replace(b"keep-alive", b"close\r\nConnection: X-A\r\nX-A: 1"),
     "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     "cl-and-te": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nok",
     "no-length": b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\nok",
