@@ -356,16 +356,6 @@ def holds(namespace: str, device: str, vip: str) -> bool:
 
 # the test -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def run(tmp_path):
-    netns_run = NetnsRun(tmp_path)
-    try:
-        yield netns_run
-    finally:
-        netns_run.cleanup()
-        assert not netns_run.leftovers(), f"left behind: {netns_run.leftovers()}"
-
-
 def test_netns_vip_plumbing_failover_and_removal(run):
     run.start_controller()
     run.start_backends()

@@ -229,16 +229,6 @@ def scenario(run: NetnsRun, tunnel_mode: int) -> None:
              f"the scale-out table removed from {s.namespace(primary)}")
 
 
-@pytest.fixture
-def run(tmp_path):
-    netns_run = NetnsRun(tmp_path)
-    try:
-        yield netns_run
-    finally:
-        netns_run.cleanup()
-        assert not netns_run.leftovers(), f"left behind: {netns_run.leftovers()}"
-
-
 def test_asymmetric_scaleout_spreads_flows_and_keeps_them(run):
     scenario(run, tunnel_mode=2)
 
