@@ -419,6 +419,17 @@ class _Compiler:
                 return v in choices
         return self.const(test), "NOT" in op
 
+    def header_match(self, path: str, hdr: Any, need: str, index: str,
+                     wanted: set[bytes]) -> str | None:
+        """A request (`index`) or response (`rsp_index`) header match: the header is looked
+        up in that message's index of the `wanted` header names."""
+        self.needs.add(need)
+        lname = _enc(hdr.hdr).lower()
+        wanted.add(lname)
+        return self.header_criteria(path, hdr.match_criteria, hdr.value,
+                                    hdr.match_case == "SENSITIVE",
+                                    f"{index}.get({self.const(lname)})")
+
     def header_criteria(self, path: str, op: str, values: Sequence[str], sensitive: bool,
                         source: str, single: bool = False) -> str | None:
         """HDR_* criteria over the values one field has in a message (`source`: expression of
@@ -516,12 +527,8 @@ class _Compiler:
         if match.query is not None:
             exprs.append(self.query_match(f"{path}.query", match.query))
         for i, hdr in enumerate(match.hdrs):
-            self.needs.add("index")
-            lname = _enc(hdr.hdr).lower()
-            self.wanted.add(lname)
-            source = f"{_INDEX}.get({self.const(lname)})"
-            exprs.append(self.header_criteria(f"{path}.hdrs[{i}]", hdr.match_criteria,
-                                              hdr.value, hdr.match_case == "SENSITIVE", source))
+            exprs.append(self.header_match(f"{path}.hdrs[{i}]", hdr, "index", _INDEX,
+                                           self.wanted))
         if match.cookie is not None:
             cookie = match.cookie
             self.needs.update(("index", "cookies"))
@@ -538,13 +545,8 @@ class _Compiler:
             if match.status is not None:
                 exprs.append(self.status_match(f"{path}.status", match.status))
             for i, hdr in enumerate(match.rsp_hdrs):
-                self.needs.add("rsp_index")
-                lname = _enc(hdr.hdr).lower()
-                self.rsp_wanted.add(lname)
-                source = f"{_RSP_INDEX}.get({self.const(lname)})"
-                exprs.append(self.header_criteria(f"{path}.rsp_hdrs[{i}]", hdr.match_criteria,
-                                                  hdr.value, hdr.match_case == "SENSITIVE",
-                                                  source))
+                exprs.append(self.header_match(f"{path}.rsp_hdrs[{i}]", hdr, "rsp_index",
+                                               _RSP_INDEX, self.rsp_wanted))
         valid = [f"({e})" for e in exprs if e is not None]
         return " and ".join(valid) if valid else "True"
 
