@@ -29,6 +29,7 @@ from tests.functional.controlplane_fixtures import (
     running_controller,
     wait_for,
 )
+from vantage.client.exceptions import NotFound
 from vantage.cloud.base import Bootstrap, CloudError, SeSpec, SeState
 
 SSHD = "/usr/sbin/sshd"
@@ -313,7 +314,11 @@ def test_an_unreachable_host_fails_with_the_reason_after_bounded_retries(sshd, t
 
         def failed_se():
             for se in ctrl.service_engines(group["uuid"]):
-                runtime = ctrl.client().request("GET", f"/api/serviceengine/{se['uuid']}/runtime")
+                try:
+                    runtime = ctrl.client().request(
+                        "GET", f"/api/serviceengine/{se['uuid']}/runtime")
+                except NotFound:  # a failed SE is replaced: it may be gone already
+                    continue
                 if runtime["state"] == "failed":
                     return runtime
             return None
