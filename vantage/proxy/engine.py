@@ -31,6 +31,8 @@ class Listener:
         self.mode = vs.mode
         #: what a swap cannot change in place: the protocol, and the TLS profile if any
         self.kind = listener_kind(vs, address[1])
+        #: connections on this address speak TLS
+        self.tls = self.kind[1] is not None
         self.connections: set = set()
         self._server: asyncio.AbstractServer | None = None
         self._l4 = None

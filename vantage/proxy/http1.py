@@ -53,13 +53,13 @@ class RequestHead:
 
     def __init__(self, method: bytes = b"", target: bytes = b"", host: bytes | None = None,
                  user_agent: bytes | None = None, raw: bytes | None = None,
-                 size: int = 0) -> None:
+                 size: int = 0, keep_alive: bool = True) -> None:
         """An empty head for the parser to fill in, or a simple request's (`raw` given)."""
         self.method = method
         self.target = target
         self.version = "1.1"
         self._headers: list[tuple[bytes, bytes]] | None = [] if raw is None else None
-        self.keep_alive = True
+        self.keep_alive = keep_alive
         #: declared body length; None when chunked or no body
         self.content_length: int | None = None
         self.chunked = False
@@ -192,19 +192,61 @@ class _Reject(Exception):
         self.reason = reason
 
 
+class _RequestRules:
+    """What a RequestReader derives from its settings: made once per settings and hash header,
+    not per connection."""
+
+    __slots__ = ("xff", "replaced", "special", "simple_max", "uncounted")
+
+    def __init__(self, settings: HttpSettings, hash_header: bytes | None) -> None:
+        self.xff = settings.xff_header.lower() if settings.xff_enabled else None
+        #: fields the proxy sets itself: what the client sent under these names is dropped
+        replaced = set()
+        if settings.x_forwarded_proto:
+            replaced.add(b"x-forwarded-proto")
+        if settings.x_forwarded_port:
+            replaced.add(b"x-forwarded-port")
+        self.replaced = frozenset(replaced)
+        #: fields that take a request off the simple path; a second Host is one of them.
+        #: Connection is looked at by _simple itself (close and keep-alive stay on it)
+        special = (HOP_BY_HOP - {b"connection"}) | self.replaced | {
+            b"content-length", b"expect", b"host"}
+        if self.xff is not None:
+            special |= {self.xff}
+        self.special = _field_names_pattern(frozenset(special))
+        #: a request no longer than this is within the limits of every line and the section
+        self.simple_max = min(settings.max_header_line, settings.max_header_section)
+        if hash_header is not None:
+            self.simple_max = 0  # the hash header is looked for by on_header
+        #: a request no longer than this cannot have more fields than allowed (a field line
+        #: takes at least 4 bytes), longer ones are counted
+        self.uncounted = 4 * settings.max_header_count
+
+
+@functools.lru_cache(maxsize=256)
+def _request_rules(settings: HttpSettings, hash_header: bytes | None) -> _RequestRules:
+    return _RequestRules(settings, hash_header)
+
+
+#: what llhttp says of bytes after a request with Connection: close; the simple path says the
+#: same (see RequestReader.feed)
+_DATA_AFTER_CLOSE = "malformed request: Data after `Connection: close`"
+
+
 class RequestReader:
     """Client-side parser: enforces limits and framing rules, then hands on clean requests."""
 
     __slots__ = ("_handler", "_parser", "_settings", "_head", "_url", "in_head", "_head_bytes",
                  "_header_bytes", "_trailers", "_failed", "_hash_header", "_xff", "_replaced",
                  "_codings", "_between", "_checker", "_special", "_simple_max", "_uncounted",
-                 "_last", "_last_parsed", "_whole")
+                 "_last", "_last_parsed", "_whole", "_closed")
 
     def __init__(self, handler: RequestHandler, settings: HttpSettings,
                  hash_header: bytes | None = None) -> None:
         self._handler = handler
         self._settings = settings
-        self._parser = httptools.HttpRequestParser(_Callbacks(self, handler.on_request_body))
+        #: llhttp with callbacks, made when a request first needs it (most take _simple)
+        self._parser: httptools.HttpRequestParser | None = None
         self._head: RequestHead | None = None
         self._url = b""
         #: True while a request's header section has started but not ended (408 applies)
@@ -213,34 +255,22 @@ class RequestReader:
         self._header_bytes = 0
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._failed = False
+        #: a simple request said Connection: close: nothing after it is read (as llhttp)
+        self._closed = False
         #: transfer codings of the request in flight, in order (None: no Transfer-Encoding)
         self._codings: list[bytes] | None = None
         self._hash_header = hash_header
-        self._xff = settings.xff_header.lower() if settings.xff_enabled else None
-        #: fields the proxy sets itself: what the client sent under these names is dropped
-        replaced = set()
-        if settings.x_forwarded_proto:
-            replaced.add(b"x-forwarded-proto")
-        if settings.x_forwarded_port:
-            replaced.add(b"x-forwarded-port")
-        self._replaced = frozenset(replaced)
+        rules = _request_rules(settings, hash_header)
+        self._xff = rules.xff
+        self._replaced = rules.replaced
+        self._special = rules.special
+        self._simple_max = rules.simple_max
+        self._uncounted = rules.uncounted
         #: at a message boundary, after a request that kept the connection open: the next
         #: read may be taken by the simple-request path (see _simple)
         self._between = True
         #: llhttp without callbacks: validates simple requests (see _simple)
         self._checker = None
-        #: fields that take a request off the simple path; a second Host is one of them
-        special = set(HOP_BY_HOP) | self._replaced | {b"content-length", b"expect", b"host"}
-        if self._xff is not None:
-            special.add(self._xff)
-        self._special = _field_names_pattern(frozenset(special))
-        #: a request no longer than this is within the limits of every line and the section
-        self._simple_max = min(settings.max_header_line, settings.max_header_section)
-        if hash_header is not None:
-            self._simple_max = 0  # the hash header is looked for by on_header
-        #: a request no longer than this cannot have more fields than allowed (a field line
-        #: takes at least 4 bytes), longer ones are counted
-        self._uncounted = 4 * settings.max_header_count
         #: the last simple request and what _simple found in it: a keep-alive client often
         #: sends the same bytes again, which need no second look
         self._last = b""
@@ -257,8 +287,15 @@ class RequestReader:
                 return
             if len(data) <= self._simple_max and data[-4:] == b"\r\n\r\n" and self._simple(data):
                 return
+        elif self._closed:
+            self._fail(400, _DATA_AFTER_CLOSE)
+            return
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(
+                _Callbacks(self, self._handler.on_request_body))
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._between = False  # what follows is not HTTP
             if not self._failed:
@@ -283,11 +320,12 @@ class RequestReader:
     def _simple(self, data: bytes) -> bool:
         """The common request, handled without a callback per field: `data` is exactly one
         bodiless HTTP/1.1 request in origin form, Host first with a valid value (RFC 9112
-        §3.2), whose fields need no rewriting (no hop-by-hop or framing field, no Expect, none
-        of those the proxy sets itself) and within every limit. llhttp still validates the
-        bytes; the head keeps them (`raw`) to be forwarded as they are. False (nothing
-        consumed) sends `data` through the full parser, which then reports what is wrong or
-        unusual, as for any other request."""
+        §3.2), whose fields need no rewriting (no hop-by-hop field but Connection: close or
+        keep-alive, no framing field, no Expect, none of those the proxy sets itself) and
+        within every limit. llhttp still validates the bytes; the head keeps them (`raw`,
+        without the Connection line) to be forwarded as they are. False (nothing consumed)
+        sends `data` through the full parser, which then reports what is wrong or unusual, as
+        for any other request."""
         start = _SIMPLE_REQUEST_START.match(data)
         if start is None or data.find(b"\r\n\r\n") != len(data) - 4:
             return False
@@ -300,6 +338,20 @@ class RequestReader:
         method, target, host = start.groups()
         if method == b"CONNECT":
             return False
+        raw = data[:-2]
+        keep_alive = True
+        field = lower.find(b"\nconnection:")
+        if field >= 0:
+            stop = lower.find(b"\r", field)
+            option = lower[field + 12:stop].strip(b" \t")
+            if lower.find(b"\nconnection:", stop) >= 0:
+                return False  # a second Connection field: the full parser joins them
+            if option == b"close":
+                keep_alive = False
+            elif option != b"keep-alive":
+                return False  # options naming fields to remove, or upgrade: the full parser
+            # RFC 9110 §7.6.1: Connection is not forwarded
+            raw = raw[:field + 1] + raw[stop + 2:]
         checker = self._checker
         if checker is None:
             checker = self._checker = httptools.HttpRequestParser(_NoCallbacks())
@@ -315,9 +367,15 @@ class RequestReader:
         else:
             user_agent = None
         # size: what on_header would count, each field as name + value + 4, and the target
-        self._last = data
-        self._last_parsed = parsed = (method, target, host, user_agent, data[:-2],
-                                      len(data) - 14 - len(method))
+        parsed = (method, target, host, user_agent, raw, len(data) - 14 - len(method),
+                  keep_alive)
+        if keep_alive:
+            self._last = data
+            self._last_parsed = parsed
+        else:
+            # after a request that closes the connection llhttp takes no more: neither do we
+            self._between = False
+            self._closed = True
         self._hand_on(parsed)
         return True
 

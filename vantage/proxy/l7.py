@@ -219,17 +219,15 @@ class ClientConnection(asyncio.Protocol):
         self.vip, self.vip_port = sockname[0], sockname[1]
         self.default_host = (f"{self.vip}:{self.vip_port}" if ":" not in self.vip
                              else f"[{self.vip}]:{self.vip_port}").encode()
-        self.scheme = b"https" if transport.get_extra_info("ssl_object") is not None else b"http"
+        listener = self.listener
+        tls = (listener.tls if listener is not None
+               else transport.get_extra_info("ssl_object") is not None)
+        self.scheme = b"https" if tls else b"http"
         self.client_ip_bytes = self.client_ip.encode()
         self.client_str = _hostport(self.client_ip, self.client_port)
         self.vip_str = _hostport(self.vip, self.vip_port)
         self.forwarded = http1.forwarded_fields(self.settings, self.scheme, self.vip_port)
-        sock = raw.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # no TCP_NODELAY here: asyncio and uvloop set it on every TCP transport they make
         stats = self.vs.stats
         stats.open_conns += 1
         stats.total_conns += 1
@@ -1108,13 +1106,7 @@ class ServerConnection(asyncio.Protocol):
         self.got_bytes = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        self.transport = transport  # with TCP_NODELAY: asyncio and uvloop set it
 
     def bind(self, client: ClientConnection, ex: Exchange) -> None:
         self.client = client

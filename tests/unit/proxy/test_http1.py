@@ -582,13 +582,25 @@ SIMPLE_REQUESTS = {
     "delete": b"DELETE /x HTTP/1.1\r\nHost: [::1]:8080\r\nuser-agent:  curl/8 \r\n\r\n",
 }
 
+#: simple requests with a Connection field the simple path takes (close or keep-alive): the
+#: field is not forwarded
+CONNECTION_REQUESTS = {
+    "close": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "close-first-odd-case": b"GET /x HTTP/1.1\r\nHost: a\r\nCONNECTION:\t Close \r\nX: y\r\n\r\n",
+    "keep-alive": (b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: wrk\r\nConnection: keep-alive\r\n"
+                   b"Accept: */*\r\n\r\n"),
+}
+
 #: requests the simple path leaves to the full parser (some of them are errors)
 OTHER_REQUESTS = {
     "host-not-first": b"GET / HTTP/1.1\r\nAccept: */*\r\nHost: a\r\n\r\n",
     "two-hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     "no-host": b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
     "invalid-host": b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
-    "connection": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "two-connection-fields": (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                              b"Connection: keep-alive\r\n\r\n"),
+    "connection-list": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n",
+    "connection-upgrade": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
     "connection-option": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: X-A\r\nX-A: 1\r\n\r\n",
     "keep-alive-field": b"GET / HTTP/1.1\r\nHost: a\r\nKeep-Alive: timeout=5\r\n\r\n",
     "te": b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
@@ -650,10 +662,21 @@ def _parsed_request(out: bytes) -> tuple:
     return parser.get_method(), fields
 
 
-@pytest.mark.parametrize("case", [*SIMPLE_REQUESTS, *OTHER_REQUESTS])
+@pytest.mark.parametrize("case", [*SIMPLE_REQUESTS, *CONNECTION_REQUESTS, *OTHER_REQUESTS])
 def test_a_request_read_whole_gives_what_the_full_parser_gives(case):
-    raw = SIMPLE_REQUESTS.get(case) or OTHER_REQUESTS[case]
+    raw = SIMPLE_REQUESTS.get(case) or CONNECTION_REQUESTS.get(case) or OTHER_REQUESTS[case]
     assert _request_outcome(raw, 0) == _request_outcome(raw, 5)
+
+
+@pytest.mark.parametrize("case", CONNECTION_REQUESTS)
+def test_a_simple_request_is_forwarded_without_its_connection_field(case):
+    raw = CONNECTION_REQUESTS[case]
+    handler, _ = read_request(raw)
+    head = handler.heads[0]
+    assert head.raw is not None and b"onnection" not in head.raw.lower()
+    assert head.keep_alive is (case == "keep-alive")
+    kept = [line for line in raw[:-2].split(b"\r\n") if not line.lower().startswith(b"connection:")]
+    assert head.raw == b"\r\n".join(kept)
 
 
 @pytest.mark.parametrize("case", SIMPLE_REQUESTS)
@@ -699,9 +722,14 @@ def test_the_fields_of_a_simple_request_can_still_be_changed():
 
 
 def test_no_simple_request_after_one_that_closes_the_connection():
-    handler, reader = read_request(OTHER_REQUESTS["connection"])
-    reader.feed(SIMPLE_REQUESTS["wrk"])
-    assert len(handler.heads) == 1 and handler.error is not None  # as llhttp decides
+    errors = []
+    for piece in (0, 5):  # the simple path, and llhttp
+        handler, reader = read_request(CONNECTION_REQUESTS["close"], piece=piece)
+        reader.feed(SIMPLE_REQUESTS["wrk"])
+        assert len(handler.heads) == 1
+        errors.append(handler.error)
+    assert errors[0] == errors[1] == ("error", 400,
+                                      "malformed request: Data after `Connection: close`")
 
 
 NGINX = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 06:40:00 GMT\r\n"
