@@ -865,6 +865,15 @@ def tool_version(argv: list[str]) -> str:
     return text[0].strip() if text else "unknown"
 
 
+def process_allocator(pid: int) -> str:
+    """Which malloc a running process uses (vantage-se's --allocator): jemalloc if mapped."""
+    try:
+        with open(f"/proc/{pid}/maps", encoding="ascii", errors="replace") as maps:
+            return "jemalloc" if "libjemalloc" in maps.read() else "the C library's malloc"
+    except OSError:
+        return "unknown"
+
+
 def environment(vantage_bin: str | None) -> dict[str, str]:
     cpu_model = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -928,7 +937,8 @@ line per connection, when it closes.
 
 ### Method
 
-- Proxies: {haproxy}, `nbthread 1`; vantage-se `--workers 1` ({versions}Python {python}).
+- Proxies: {haproxy}, `nbthread 1`; vantage-se `--workers 1` ({versions}Python {python},
+  {vantage_allocator} as allocator: `--allocator auto`).
   Configs: `benchmarks/backends/haproxy.cfg`, `benchmarks/backends/vantage-se.yaml`. The
   2-worker scenario starts a second pair, HAProxy `nbthread 2` and vantage-se `--workers 2`,
   plus a vantage-se `--workers 1` as its baseline, all three unpinned.
@@ -1005,7 +1015,7 @@ def docs_section(summaries: list[Summary], settings: Settings, env: dict[str, st
             "proxies' CPU, so the proxies got only part of a core and the req/s ratios depend "
             "on when each run happened. Judge by the efficiency ratios; rerun on a quiet "
             "machine for req/s.")
-    values = {**env, **short_versions(env), **asdict(settings)}
+    values = {"vantage_allocator": "unknown", **env, **short_versions(env), **asdict(settings)}
     values.update(
         heading=DOCS_SECTION, command=command, commit=env.get("commit", "unknown"),
         summary_table="\n".join(summary_table(summaries)),
@@ -1174,6 +1184,8 @@ def _main(args: argparse.Namespace, procs: Processes, tmpdir: Path, command: str
                                               name)
             for note in check_proxy(started[name], certificate):
                 print(f"check {started[name].label}: {note}")
+            if name != HAPROXY:
+                env.setdefault("vantage_allocator", process_allocator(started[name].proc.pid))
         return started
 
     proxies = start_proxies(1, proxy_cpu, names)

@@ -13,6 +13,7 @@ packages=(
     openssh-server     # a real sshd for the Linux server cloud (tests/integration/test_linuxserver.py)
     shellcheck         # the devstack plugin's and the SE image's shell (tests/unit/devstack, tests/unit/se_image)
     qemu-utils         # qemu-img makes the test OVA's disk (tests/integration/test_vsphere_ova.py)
+    libjemalloc2       # vantage-se's default allocator when installed (tests/unit/proxy/test_process.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do

@@ -34,6 +34,15 @@ cli_opts = [
                help="Address the SE connects to servers from (default: chosen by route)."),
     cfg.FloatOpt("drain-timeout", default=30.0, min=0,
                  help="Seconds established connections of a removed listener may run on."),
+    cfg.StrOpt("allocator", default="auto", choices=[
+        ("auto", "jemalloc when libjemalloc.so.2 is installed, else the C library's malloc"),
+        ("jemalloc", "jemalloc, or refuse to start without it"),
+        ("system", "the C library's malloc")],
+               help="Memory allocator of the daemon and its workers. OpenSSL allocates and "
+                    "frees many small blocks per TLS handshake, which jemalloc serves with less "
+                    "CPU than glibc's malloc (docs/performance.md). A library other than the "
+                    "C library's is loaded with LD_PRELOAD: the daemon starts itself again "
+                    "with it."),
     cfg.StrOpt("log-level", default="INFO",
                choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                help="Level of the daemon's own log (standard error)."),

@@ -262,9 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         print("vantage-se: give either --config FILE (standalone) or --bootstrap FILE "
               "(managed by a controller)", file=sys.stderr)
         return 2
+    from vantage.proxy import process
+    try:
+        process.use_allocator(conf.allocator)  # may start this command again
+    except process.AllocatorError as exc:
+        print(f"vantage-se: {exc}", file=sys.stderr)
+        return 2
+    LOG.info("memory allocator: %s", process.allocator_in_use())
     _raise_open_files_limit()
-    from vantage.proxy.process import tune_malloc
-    tune_malloc()  # freed memory stays in the heap: fewer page faults per request
+    if process.allocator_in_use() == "system":
+        process.tune_malloc()  # freed memory stays in the heap: fewer page faults per request
     workers = conf.workers or os.cpu_count() or 1
     try:
         import uvloop
