@@ -45,20 +45,24 @@ class Listener:
             self._l4.start()
             return
 
-        context = None
-        profile = self.kind[1]
-        if profile is not None:
-            from vantage.proxy import tls
-            context = tls.front_context(profile, lambda: self.vs.tls,
-                                        on_failure=self._handshake_failed)
-
-        def factory() -> ClientConnection:
+        def make_client() -> ClientConnection:
             return ClientConnection(self.vs, engine.upstreams, engine.sweeper, loop,
                                     self.connections, listener=self)
 
-        self._server = await loop.create_server(
-            factory, sock=sock, backlog=1024, ssl=context,
-            ssl_handshake_timeout=profile.handshake_timeout if profile else None)
+        profile = self.kind[1]
+        factory = make_client
+        if profile is not None:
+            from vantage.proxy import tls
+            from vantage.proxy.tlsconn import TlsServerConnection
+            context = tls.front_context(profile, lambda: self.vs.tls)
+            timeout = profile.handshake_timeout
+            sweeper = engine.sweeper
+
+            def factory() -> TlsServerConnection:
+                return TlsServerConnection(make_client, context, sweeper, loop, timeout,
+                                           self._handshake_failed)
+
+        self._server = await loop.create_server(factory, sock=sock, backlog=1024)
 
     def _handshake_failed(self, reason: str) -> None:
         """A TLS handshake on this listener failed: count it and log why (never fatal)."""

@@ -147,30 +147,11 @@ class CertificateSet:
         return self.default
 
 
-class _ReportingSSLObject(ssl.SSLObject):
-    """Reports why a handshake failed: the TLS layer of the event loop closes such a connection
-    without telling the application. The context's subclass sets `report`."""
-
-    report: Callable[[str], None] = staticmethod(lambda reason: None)
-
-    def do_handshake(self) -> None:
-        try:
-            super().do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise
-        except (ssl.SSLError, OSError) as exc:
-            try:
-                type(self).report(describe_handshake_error(exc))
-            except Exception:  # reporting must never change the outcome
-                LOG.exception("reporting a TLS handshake failure failed")
-            raise
-
-
-def front_context(profile: TlsProfile, current: Callable[[], CertificateSet | None],
-                  on_failure: Callable[[str], None] | None = None) -> ssl.SSLContext:
+def front_context(profile: TlsProfile, current: Callable[[], CertificateSet | None]
+                  ) -> ssl.SSLContext:
     """The listener's context: the profile, and an SNI callback that swaps in the certificate
-    of the virtual service runtime `current()` returns at handshake time. `on_failure` gets the
-    reason of every failed handshake."""
+    of the virtual service runtime `current()` returns at handshake time. (Failed handshakes
+    are reported by vantage.proxy.tlsconn, which drives the connections.)"""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_profile(ctx, profile)
 
@@ -182,9 +163,6 @@ def front_context(profile: TlsProfile, current: Callable[[], CertificateSet | No
         return None
 
     ctx.sni_callback = on_sni
-    if on_failure is not None:
-        ctx.sslobject_class = type("ListenerSSLObject", (_ReportingSSLObject,),
-                                   {"report": staticmethod(on_failure)})
     return ctx
 
 
