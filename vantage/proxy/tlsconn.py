@@ -8,6 +8,10 @@ cost besides the cryptography:
 - what arrived is read in pieces of at most one record (16 KiB), instead of into a new 256 KiB
   buffer for every read, and only while the BIO holds unread bytes (no exception per read);
 - the handshake deadline is the listener's DeadlineSweeper, not a timer per connection;
+- what the app writes in one turn of the event loop goes out in one TCP write, with the
+  session tickets of the handshake and, when the app then closes, with close_notify: a
+  request on a connection of its own costs one write to the client after the handshake, not
+  three;
 - closing sends close_notify, half-closes TCP and drains what the client still sends until it
   closes too (RFC 9112 §9.6 lingering close; RFC 8446 §6.1 lets the side that closes first not
   wait for the other's close_notify), instead of holding the TCP connection open until the
@@ -41,7 +45,8 @@ class TlsServerConnection(asyncio.Protocol):
 
     __slots__ = ("_make_app", "_context", "_sweeper", "_loop", "_timeout", "_on_failure",
                  "tcp", "_incoming", "_outgoing", "sslobj", "_state", "app", "transport",
-                 "deadline", "_paused", "_read_scheduled", "_linger_left")
+                 "deadline", "_paused", "_read_scheduled", "_linger_left",
+                 "_flush_scheduled", "_tcp_eof", "_eof_told")
 
     def __init__(self, make_app: Callable[[], asyncio.Protocol], context: ssl.SSLContext,
                  sweeper, loop: asyncio.AbstractEventLoop, handshake_timeout: float,
@@ -61,6 +66,12 @@ class TlsServerConnection(asyncio.Protocol):
         self.deadline = 0.0
         self._paused = False
         self._read_scheduled = False
+        #: records written by the app wait in the outgoing BIO for the end of this loop turn
+        self._flush_scheduled = False
+        #: the client ended its side of TCP
+        self._tcp_eof = False
+        #: the app was told that the client's side ended (eof_received)
+        self._eof_told = False
         #: bytes the TCP transport still held at the last look of a lingering close
         self._linger_left = 0
 
@@ -97,9 +108,12 @@ class TlsServerConnection(asyncio.Protocol):
             self._handshake()
             return False
         if state == _OPEN:
-            self._incoming.write_eof()
+            # TCP ended without close_notify (or after it): the app gets what the records held,
+            # then the end. OpenSSL is not told: an unexpected EOF would be a fatal error for
+            # it, and the response to a request sent before the FIN must still go out.
+            self._tcp_eof = True
             if not self._paused:
-                self._read()  # what the last records held, then the end
+                self._read()
             return True  # the connection stays open for close_notify and what the app sends
         return False  # lingering: the client closed too, close
 
@@ -158,8 +172,11 @@ class TlsServerConnection(asyncio.Protocol):
         app.connection_made(self.transport)
         if self._state != _OPEN:
             return  # refused (a connection limit)
-        self._flush()  # session tickets
-        if (self._incoming.pending or self._incoming.eof) and not self._paused:
+        if self.sslobj.version() != "TLSv1.3":
+            self._flush()  # TLS 1.2: the server's last flight (ticket, Finished) ends it
+        # TLS 1.3: what is left is the session tickets, which go with the first response (a
+        # client never waits for them), or with close_notify
+        if self._incoming.pending and not self._paused:
             self._read()  # the first request came with the client's Finished
 
     def _read(self) -> None:
@@ -167,6 +184,8 @@ class TlsServerConnection(asyncio.Protocol):
         sslobj = self.sslobj
         incoming = self._incoming
         while True:
+            if not incoming.pending and not sslobj.pending():
+                break
             try:
                 data = sslobj.read(RECORD)
             except ssl.SSLWantReadError:
@@ -185,16 +204,17 @@ class TlsServerConnection(asyncio.Protocol):
                 break
             # a read shorter than a record emptied the record it came from
             if not incoming.pending and (len(data) < RECORD or not sslobj.pending()):
-                if incoming.eof:
-                    self._peer_closed()
-                    return
                 break
-        if self._outgoing.pending:
-            self._flush()  # e.g. the answer to a key update
+        if self._tcp_eof and self._state == _OPEN and not self._paused:
+            # all that could be read was (what is left is a record TCP ended inside)
+            self._peer_closed()
+        # what reading made OpenSSL write (the answer to a key update) goes with the next
+        # records of the app: nothing waits for it
 
     def _peer_closed(self) -> None:
-        if self._state != _OPEN:
+        if self._state != _OPEN or self._eof_told:
             return
+        self._eof_told = True
         keep = self.app.eof_received()
         if not keep:
             self.close()
@@ -202,6 +222,16 @@ class TlsServerConnection(asyncio.Protocol):
     def _flush(self) -> None:
         if self._outgoing.pending:
             self.tcp.write(self._outgoing.read())
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_scheduled = False
+        if self._state == _OPEN or self._state == _CLOSING:
+            self._flush()
 
     def _report(self, reason: str) -> None:
         if self._on_failure is not None:
@@ -225,7 +255,7 @@ class TlsServerConnection(asyncio.Protocol):
         if self._state != _OPEN:
             return  # closing or closed: nothing more goes out
         self.sslobj.write(data)
-        self.tcp.write(self._outgoing.read())
+        self._flush_soon()
 
     def writelines(self, pieces) -> None:
         if self._state != _OPEN:
@@ -234,7 +264,7 @@ class TlsServerConnection(asyncio.Protocol):
         for piece in pieces:
             if piece:
                 write(piece)
-        self.tcp.write(self._outgoing.read())
+        self._flush_soon()
 
     def close(self) -> None:
         """close_notify after what was written, then a lingering close of TCP."""
@@ -272,7 +302,7 @@ class TlsServerConnection(asyncio.Protocol):
         if self._paused:
             self._paused = False
             self.tcp.resume_reading()
-            if (self._incoming.pending or self._incoming.eof or self.sslobj.pending()) \
+            if (self._incoming.pending or self._tcp_eof or self.sslobj.pending()) \
                     and not self._read_scheduled:
                 # records that came while paused: handed on from the loop, not from inside
                 # the app's own call
@@ -298,7 +328,9 @@ class TlsTransport(asyncio.Transport):
         conn = self._conn  # TlsServerConnection.write, without a second call
         if conn._state == _OPEN:
             conn.sslobj.write(data)
-            conn.tcp.write(conn._outgoing.read())
+            if not conn._flush_scheduled:
+                conn._flush_scheduled = True
+                conn._loop.call_soon(conn._flush_later)
 
     def writelines(self, list_of_data) -> None:
         self._conn.writelines(list_of_data)
@@ -328,7 +360,8 @@ class TlsTransport(asyncio.Transport):
         return not self._conn._paused
 
     def get_write_buffer_size(self) -> int:
-        return self._conn.tcp.get_write_buffer_size()
+        conn = self._conn
+        return conn.tcp.get_write_buffer_size() + conn._outgoing.pending
 
     def set_write_buffer_limits(self, high=None, low=None) -> None:
         self._conn.tcp.set_write_buffer_limits(high, low)
