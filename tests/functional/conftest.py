@@ -15,6 +15,7 @@ import pytest
 import requests
 import urllib3
 
+from tests.functional.controlplane_fixtures import terminate_with_parent
 from vantage.client import Client
 
 ADMIN_PASSWORD = "functional-admin-Passw0rd"
@@ -124,7 +125,7 @@ def start_controller(base: pathlib.Path, *, extra_config: str = "", control_plan
     with open(log_file, "wb") as log:
         process = subprocess.Popen([*_controller_command(), "--config-file", str(config_file)],
                                    stdout=log, stderr=subprocess.STDOUT, env=proc_env,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=terminate_with_parent)
     ctrl = RunningController(url=f"https://127.0.0.1:{port}", username="admin",
                              password=ADMIN_PASSWORD, state_path=state, config_file=config_file,
                              log_file=log_file, ca_file=None, process=process)

@@ -10,6 +10,7 @@ its `<state>/ses/` directory, and waits until they are gone.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import http.server
 import json
@@ -107,7 +108,8 @@ class ControlPlaneController:
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
                 [*_controller_command(), "--config-file", str(self.config_file)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=terminate_with_parent)
         deadline = time.monotonic() + START_TIMEOUT
         with warnings.catch_warnings():
             # the readiness probe goes out before the certificate exists
@@ -223,6 +225,14 @@ class ControlPlaneController:
         if group_uuid is not None:
             ses = [se for se in ses if (se.get("se_group_ref") or "").endswith(group_uuid)]
         return ses
+
+
+def terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, so a pytest that is killed
+    (a CI timeout) leaves no controller behind (Linux PR_SET_PDEATHSIG; the fixtures run on the
+    main thread, whose exit is what the kernel watches)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def start_managed_se(bootstrap: dict[str, Any], state: pathlib.Path) -> subprocess.Popen:
