@@ -780,3 +780,81 @@ async def test_a_server_failing_mid_request_gets_502_and_passive_down(action, re
     assert not status[failed.port].up
     names = {(await proxy.get(f"/after/{i}")).header("X-Server") for i in range(4)}
     assert names == {other.name}
+
+
+# -- closing after the last response (RFC 9112 §9.6 lingering close) ---------------------------
+
+async def test_an_early_error_reaches_a_client_still_sending_its_body(backends, make_proxy):
+    """A 413 answered while the client is still uploading: the SE half-closes and drains the
+    rest instead of closing with unread bytes (a reset that can destroy the response before
+    the client reads it)."""
+    backend = await backends("only")
+    proxy = await make_proxy([backend], http_profile={"client_max_body_size": 64})
+    reader, writer = await asyncio.open_connection(proxy.vip, proxy.port)
+    size = 4 * 1024 * 1024
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: %d\r\n\r\n" % size)
+    sent = 0
+    piece = b"x" * 65536
+    try:
+        while sent < size:  # keep sending after the answer, as a simple client does
+            writer.write(piece)
+            await asyncio.wait_for(writer.drain(), 10)
+            sent += len(piece)
+    except ConnectionError:
+        pass  # a reset while sending is what the lingering close prevents; checked below
+    response = await asyncio.wait_for(reader.read(), 10)
+    assert response.startswith(b"HTTP/1.1 413 ")
+    assert sent == size  # the SE read and dropped the whole body
+    writer.close()
+    assert backend.served == 0
+
+
+async def test_an_early_answer_half_closes_and_lingers_until_the_client_closes(
+        backends, make_proxy):
+    backend = await backends("only")
+    proxy = await make_proxy([backend], http_profile={"client_max_body_size": 64})
+    reader, writer = await asyncio.open_connection(proxy.vip, proxy.port)
+    writer.write(b"POST /a HTTP/1.1\r\nHost: shop\r\nContent-Length: 100000\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # the 413, then the SE's FIN
+    assert data.startswith(b"HTTP/1.1 413 ")
+    # the SE still reads (and drops) what the client sends until it closes its side
+    writer.write(b"y" * 50000)
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    listener = next(iter(proxy.dataplane.engine.listeners.values()))
+    assert len(listener.connections) == 1
+    writer.close()
+    await wait_for(lambda: not listener.connections, 5, "the connection to close")
+    assert backend.served == 0
+
+
+async def test_a_complete_request_with_connection_close_closes_at_once(backends, make_proxy):
+    """Nothing more can come from the client: no lingering (nginx's lingering_close on)."""
+    backend = await backends("only")
+    proxy = await make_proxy([backend])
+    reader, writer = await asyncio.open_connection(proxy.vip, proxy.port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in data
+    listener = next(iter(proxy.dataplane.engine.listeners.values()))
+    await wait_for(lambda: not listener.connections, 5, "the connection to close")
+    writer.close()
+
+
+async def test_a_client_that_never_closes_is_let_go_after_the_linger_time(
+        backends, make_proxy, monkeypatch):
+    from vantage.proxy import l7
+    monkeypatch.setattr(l7, "LINGER", 0.5)
+    backend = await backends("only")
+    proxy = await make_proxy([backend], http_profile={"client_max_body_size": 64})
+    reader, writer = await asyncio.open_connection(proxy.vip, proxy.port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 100000\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 413 ")
+    listener = next(iter(proxy.dataplane.engine.listeners.values()))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await wait_for(lambda: not listener.connections, 5, "the lingering connection to end")
+    assert loop.time() - started < 3
+    writer.close()
+    stats = proxy.dataplane.services["shop"].stats
+    assert stats.open_conns == 0

@@ -30,7 +30,10 @@ _clock = time.monotonic
 LOG = logging.getLogger("vantage.proxy.l7")
 
 # what a client connection's deadline currently means
-DL_NONE, DL_HEADER, DL_BODY, DL_IDLE, DL_TUNNEL = range(5)
+DL_NONE, DL_HEADER, DL_BODY, DL_IDLE, DL_TUNNEL, DL_LINGER = range(6)
+#: how long a connection closed after its last response drains what the client still sends
+#: (RFC 9112 §9.6 lingering close), counted from when the last byte went out
+LINGER = 5.0
 
 
 class UpstreamPool:
@@ -135,7 +138,8 @@ class ClientConnection(asyncio.Protocol):
                  "requests", "paused", "closing", "rtt", "tunnel", "early_data",
                  "default_host", "write_paused", "group", "out", "client_ip_bytes",
                  "forwarded", "client_str", "vip_str", "is_ready",
-                 "deferred_error", "listener", "record", "texts")
+                 "deferred_error", "listener", "record", "texts", "client_eof",
+                 "linger_left", "body_unread")
 
     def __init__(self, vs: VirtualServiceRuntime, upstreams: UpstreamPool,
                  sweeper: DeadlineSweeper, loop: asyncio.AbstractEventLoop,
@@ -178,6 +182,12 @@ class ClientConnection(asyncio.Protocol):
         self.record: dict | None = None
         #: the method, target, Host and User-Agent of the request last logged (see _finish)
         self.texts: list = [None] * 4
+        #: the client ended its side of the connection
+        self.client_eof = False
+        #: the last exchange ended before its request body was read to the end
+        self.body_unread = False
+        #: bytes the transport still held at the last look of a lingering close
+        self.linger_left = 0
 
     # transport callbacks -------------------------------------------------------------------
 
@@ -242,6 +252,8 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.transport.write(data)
             self.deadline = _clock() + self.vs.tcp.idle_timeout
             return
+        if self.closing:
+            return  # after the last response: drained and dropped (lingering close)
         if self.early_data is not None:
             self.early_data.append(data)  # after an upgrade request, before the 101
             return
@@ -257,6 +269,7 @@ class ClientConnection(asyncio.Protocol):
             if tunnel.transport is not None and tunnel.transport.can_write_eof():
                 tunnel.transport.write_eof()
             return True  # half-close: keep relaying the server's side
+        self.client_eof = True
         ex = self.exchange
         if ex is not None and not ex.request_done:
             ex.reason = "client closed before sending the whole request"
@@ -334,6 +347,15 @@ class ClientConnection(asyncio.Protocol):
                     self.transport.abort()
         elif kind == DL_TUNNEL:
             self.transport.close()
+        elif kind == DL_LINGER:
+            left = self.transport.get_write_buffer_size()
+            if left and left < self.linger_left:
+                # still sending the last response to a client that reads it
+                self.linger_left = left
+                self.deadline = now + LINGER
+                self.deadline_kind = DL_LINGER
+                return
+            self.transport.abort()  # the client kept its side open, or stopped reading
 
     # request events (from http1.RequestReader) ------------------------------------------
 
@@ -516,8 +538,7 @@ class ClientConnection(asyncio.Protocol):
             if keep:
                 self._next(True)
             else:
-                self.closing = True
-                self.transport.close()
+                self._close_after_response(True)
             return False
         if action in (policy.CLOSE, policy.RESET):
             ex.reason = f"policy {decision.rule}: {decision.reason or 'connection closed'}"
@@ -577,8 +598,7 @@ class ClientConnection(asyncio.Protocol):
         if ex.request_done or not ex.head.has_body:
             self._next(ex.keep_alive)
         else:
-            self.closing = True
-            self.transport.close()
+            self._close_after_response(True)
 
     def _dispatch(self, ex: Exchange) -> None:
         pool = ex.pool
@@ -907,8 +927,24 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(out)
         self._finish(ex)
         if not self.closing:
-            self.transport.close()
-            self.closing = True
+            self._close_after_response(True)  # an early answer: the client may be sending
+
+    def _close_after_response(self, linger: bool) -> None:
+        """Close after the last response. With `linger` (the client may still be sending), a
+        lingering close (RFC 9112 §9.6): half-close once the response has gone out, then drain
+        what the client still sends until it closes too, or LINGER passes. A client still
+        sending a body (after an early 413, say) then reads the response instead of losing it
+        to a reset. TLS connections linger in their own layer (vantage.proxy.tlsconn), whose
+        transport has no write_eof."""
+        self.closing = True
+        transport = self.transport
+        if not linger or self.client_eof or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # FIN once what is buffered has gone
+        self.linger_left = transport.get_write_buffer_size() + 1
+        self.deadline = _clock() + LINGER
+        self.deadline_kind = DL_LINGER
 
     def _reject(self, status: int, reason: str) -> None:
         """A request that never became an exchange (unparseable, too large, too slow)."""
@@ -920,6 +956,7 @@ class ClientConnection(asyncio.Protocol):
         self._respond_error(ex, status, reason)
 
     def _finish(self, ex: Exchange, aborted: bool = False, now: float = 0.0) -> None:
+        self.body_unread = not ex.request_done
         if ex.queued:
             self._dequeue(ex)
         if self.exchange is ex:
@@ -1001,8 +1038,10 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         if not keep_alive:
-            self.closing = True
-            self.transport.close()
+            # linger only when the client may still be sending (nginx's lingering_close on):
+            # a body not read to its end, pipelined requests, the start of another request
+            self._close_after_response(self.body_unread or bool(self.pending)
+                                       or self.reader.in_head)
             return
         if self.pending:
             head, body, complete, trailers = self.pending.pop(0)
