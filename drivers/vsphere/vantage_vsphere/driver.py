@@ -204,6 +204,17 @@ class VSphereDriver(CloudDriver):
             return content
         return self._si.RetrieveContent()
 
+    def _retrying(self, transient: Callable[[BaseException], bool],
+                  **options: Any) -> tenacity.Retrying:
+        """The driver's retry policy: up to `attempts` tries within `max_wait` seconds, backing
+        off exponentially (0.2 s, at most 3 s apart), while `transient(exc)` says so; the last
+        exception is raised."""
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
+                self.max_wait),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=3),
+            retry=tenacity.retry_if_exception(transient), reraise=True, **options)
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn` with bounded retries on connection errors; other faults become CloudError."""
         def before_retry(state: tenacity.RetryCallState) -> None:
@@ -214,12 +225,7 @@ class VSphereDriver(CloudDriver):
             if isinstance(state.outcome.exception(), vim.fault.NotAuthenticated):
                 self._login_again = True
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
-                self.max_wait),
-            wait=tenacity.wait_exponential(multiplier=0.2, max=3),
-            retry=tenacity.retry_if_exception(_transient), before_sleep=before_retry,
-            reraise=True)
+        retrying = self._retrying(_transient, before_sleep=before_retry)
         try:
             return retrying(fn)
         except CloudError:
@@ -494,11 +500,7 @@ class VSphereDriver(CloudDriver):
                 return exc.code >= 500
             return isinstance(exc, (OSError, http.client.HTTPException))
         try:
-            tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
-                    self.max_wait),
-                wait=tenacity.wait_exponential(multiplier=0.2, max=3),
-                retry=tenacity.retry_if_exception(transient), reraise=True)(download)
+            self._retrying(transient)(download)
         except (OSError, http.client.HTTPException) as exc:
             raise fail("downloading", exc) from exc
         return target
@@ -699,11 +701,7 @@ class VSphereDriver(CloudDriver):
             finally:
                 conn.close()
         try:
-            tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(
-                    self.max_wait),
-                wait=tenacity.wait_exponential(multiplier=0.2, max=3),
-                retry=tenacity.retry_if_exception(_transient), reraise=True)(send)
+            self._retrying(_transient)(send)
         except CloudError:
             raise
         except (OSError, http.client.HTTPException, tarfile.TarError) as exc:
