@@ -251,15 +251,10 @@ class TlsServerConnection(asyncio.Protocol):
 
     # what TlsTransport asks of the connection -------------------------------------------------
 
-    def write(self, data) -> None:
+    def writelines(self, pieces) -> None:
+        """(TlsTransport.write does the same for one piece, in place: it runs per response.)"""
         if self._state != _OPEN:
             return  # closing or closed: nothing more goes out
-        self.sslobj.write(data)
-        self._flush_soon()
-
-    def writelines(self, pieces) -> None:
-        if self._state != _OPEN:
-            return
         write = self.sslobj.write
         for piece in pieces:
             if piece:
@@ -325,12 +320,10 @@ class TlsTransport(asyncio.Transport):
         self._conn = conn
 
     def write(self, data) -> None:
-        conn = self._conn  # TlsServerConnection.write, without a second call
+        conn = self._conn  # encrypted now, sent at the end of this loop turn
         if conn._state == _OPEN:
             conn.sslobj.write(data)
-            if not conn._flush_scheduled:
-                conn._flush_scheduled = True
-                conn._loop.call_soon(conn._flush_later)
+            conn._flush_soon()
 
     def writelines(self, list_of_data) -> None:
         self._conn.writelines(list_of_data)
